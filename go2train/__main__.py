@@ -1,0 +1,3 @@
+from go2train.cli import main
+
+main()

@@ -1,0 +1,246 @@
+"""The one typed configuration object, loaded from TOML.
+
+Every value has a default, so no file is needed. Loading rules:
+
+* ``--config PATH`` wins; else ``<run_dir>/go2train.toml`` when present; else defaults.
+* Unknown keys, wrong types, out-of-range values and unreadable TOML raise
+  :class:`ConfigError`, whose message is one line naming the file and the key.
+
+This module imports neither torch nor genesis: the supervisor and the TUI use it too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_FILENAME = "go2train.toml"
+
+# Policy joint order: FR, FL, RR, RL x hip, thigh, calf (Genesis locomotion example).
+JOINT_NAMES = [
+    f"{leg}_{part}_joint" for leg in ("FR", "FL", "RR", "RL") for part in ("hip", "thigh", "calf")
+]
+
+
+class ConfigError(Exception):
+    """A configuration problem. ``str(err)`` is one line naming the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class EnvConfig(_Section):
+    n_envs: int = Field(256, ge=1, le=65536)
+    episode_steps: int = Field(400, ge=2)
+    backend: Literal["auto", "cpu", "gpu"] = "auto"
+    dt: float = Field(0.02, gt=0, le=0.1)
+    substeps: int = Field(2, ge=1, le=32)
+    kp: float = Field(20.0, gt=0)
+    kd: float = Field(0.5, ge=0)
+    action_scale: float = Field(0.25, gt=0)
+    clip_actions: float = Field(100.0, gt=0)
+    action_latency: bool = True
+    base_init_height: float = Field(0.42, gt=0)
+    default_hip: float = 0.0
+    default_front_thigh: float = 0.8
+    default_rear_thigh: float = 1.0
+    default_calf: float = -1.5
+    command_vx: float = Field(0.5, ge=-2.0, le=2.0)
+    command_vx_range: list[float] = Field(default_factory=lambda: [0.5, 0.5])
+    command_vy: float = 0.0
+    command_yaw: float = 0.0
+    resample_command_steps: int = Field(200, ge=1)
+    gait_period_steps: int = Field(0, ge=0, le=1000)  # 0 = no gait clock in the observation
+    obs_scale_ang_vel: float = 0.25
+    obs_scale_lin_vel: float = 2.0
+    obs_scale_dof_pos: float = 1.0
+    obs_scale_dof_vel: float = 0.05
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_range(self) -> "EnvConfig":
+        r = self.command_vx_range
+        if len(r) != 2 or r[0] > r[1]:
+            raise ValueError("command_vx_range must be [low, high] with low <= high")
+        return self
+
+    def default_dof_pos(self) -> list[float]:
+        out = []
+        for leg in ("FR", "FL", "RR", "RL"):
+            thigh = self.default_front_thigh if leg[0] == "F" else self.default_rear_thigh
+            out += [self.default_hip, thigh, self.default_calf]
+        return out
+
+
+class HeightReward(_Section):
+    """Seed 004's height term: ``floor_penalty`` below ``floor``, else ``exp(-sharpness*|z-target|)``."""
+
+    target: float = Field(0.27, gt=0)
+    floor: float = Field(0.15, ge=0)
+    floor_penalty: float = -10.0
+    sharpness: float = Field(5.0, gt=0)
+    weight: float = 2.5
+
+
+class RewardConfig(_Section):
+    """One weight per reward term (``_reward_<name>`` in the env). 0 disables a term."""
+
+    scale_by_dt: bool = True
+    tracking_sigma: float = Field(0.25, gt=0)
+    tracking_lin_vel: float = 1.0
+    tracking_ang_vel: float = 0.2
+    lin_vel_z: float = -1.0
+    action_rate: float = -0.005
+    similar_to_default: float = -0.1
+    forward_progress: float = 0.0
+    gait_clock: float = 0.0
+    alive: float = 0.0
+    height: HeightReward = Field(default_factory=HeightReward)
+
+    def term_weights(self) -> dict[str, float]:
+        """Weights of all terms, by name; the height term's weight is its section's."""
+        names = [
+            "tracking_lin_vel", "tracking_ang_vel", "lin_vel_z", "action_rate",
+            "similar_to_default", "forward_progress", "gait_clock", "alive",
+        ]
+        out = {n: float(getattr(self, n)) for n in names}
+        out["height"] = float(self.height.weight)
+        return out
+
+
+class TerminationConfig(_Section):
+    min_height: float = Field(0.12, ge=0)
+    grace_steps: int = Field(20, ge=0)
+    grace_min_height: float = Field(0.08, ge=0)
+    max_roll_deg: float = Field(10.0, gt=0, le=180)
+    max_pitch_deg: float = Field(10.0, gt=0, le=180)
+
+
+class PPOConfig(_Section):
+    learning_rate: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["constant", "linear", "adaptive"] = "adaptive"
+    lr_min: float = Field(1e-5, gt=0)
+    lr_max: float = Field(1e-2, gt=0)
+    desired_kl: float = Field(0.01, gt=0)
+    schedule_timesteps: int = Field(50_000_000, ge=1)  # horizon of the global linear schedules
+    n_steps: int = Field(24, ge=1)
+    batch_size: int = Field(1536, ge=1)
+    n_epochs: int = Field(5, ge=1)
+    gamma: float = Field(0.99, gt=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    clip_range: float = Field(0.2, gt=0)
+    ent_coef: float = Field(0.005, ge=0)
+    vf_coef: float = Field(1.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    target_kl: float = Field(0.0, ge=0)  # 0 = off (SB3 early stop)
+    net_arch: list[int] = Field(default_factory=lambda: [512, 256, 128])
+    activation: Literal["elu", "relu", "tanh"] = "elu"
+    log_std_init: float = 0.0
+    normalize_obs: bool = True
+    normalize_reward: bool = True
+    clip_obs: float = Field(10.0, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    torch_threads: int = Field(0, ge=0)  # 0 = leave torch's default
+    seed: int = 0
+
+
+class ChunkConfig(_Section):
+    episodes: int = Field(50, ge=1)
+    max_episodes: int = Field(0, ge=0)  # 0 = until stopped
+    resume_point_minutes: float = Field(5.0, gt=0)
+    heartbeat_s: float = Field(5.0, gt=0, le=10)
+
+
+class VideoConfig(_Section):
+    width: int = Field(1280, ge=16, le=7680)
+    height: int = Field(720, ge=16, le=4320)
+    fps: int = Field(30, ge=1, le=240)
+    steps: int = Field(400, ge=1)
+    every_episodes: int = Field(250, ge=0)  # 0 = no milestone videos
+    timeout_s: float = Field(900.0, gt=0)
+
+
+class SupervisorConfig(_Section):
+    backoff_initial_s: float = Field(2.0, ge=0)
+    backoff_max_s: float = Field(300.0, ge=0)
+    crash_loop_max: int = Field(5, ge=1)
+    crash_loop_window_s: float = Field(600.0, gt=0)
+    hang_timeout_s: float = Field(300.0, gt=0)
+    startup_timeout_s: float = Field(900.0, gt=0)
+    stop_timeout_s: float = Field(60.0, gt=0)
+    poll_s: float = Field(0.5, gt=0, le=10)
+
+
+class Config(_Section):
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    termination: TerminationConfig = Field(default_factory=TerminationConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _loc(loc: tuple) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    idx = [str(p) for p in loc if isinstance(p, int)]
+    if not parts:
+        return "(top level)"
+    key = parts[-1]
+    section = ".".join(parts[:-1])
+    out = f"[{section}] {key}" if section else key
+    if idx:
+        out += f"[{idx[0]}]"
+    return out
+
+
+def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a plain dict (e.g. a manifest's stored config) into a :class:`Config`."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key"
+        else:
+            msg = err.get("msg", "invalid value")
+            if "input" in err and not isinstance(err["input"], dict):
+                msg += f" (got {err['input']!r})"
+        raise ConfigError(f"{source}: {_loc(loc)}: {msg}") from None
+
+
+def load(path: str | Path | None = None, run_dir: str | Path | None = None) -> Config:
+    """Load the effective config: ``path``, else ``run_dir/go2train.toml``, else defaults."""
+    if path is None and run_dir is not None:
+        candidate = Path(run_dir) / CONFIG_FILENAME
+        if candidate.exists():
+            path = candidate
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file ({exc.strerror or exc})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    return from_dict(data, str(p))
