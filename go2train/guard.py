@@ -1,0 +1,97 @@
+"""The reward-hacking guard: spot the seeds' "lazy optimum" in chunk metrics.
+
+Every seed tells the same story: reward rises while the robot stands still, crawls or
+vibrates (seed 002: reward up, "PERFECT BALANCE but standing still"; a run here: reward
+10 -> 17 while forward speed fell 0.33 -> 0.01 m/s). :func:`lazy_optimum_warning` looks
+for that signature across the last few chunks' metrics (``logs/chunks/*.json``, see
+docs/CONTRACTS.md). The supervisor calls it after each chunk and writes a ``warning``
+event; ``go2train status`` shows it.
+
+Pure Python: no torch, no genesis.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+KIND = "lazy_optimum"
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None (bool, None, strings, NaN and inf are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def paying_terms(chunk: dict, top: int = 3) -> list[dict[str, float]]:
+    """The ``top`` reward terms with the largest positive mean contribution in ``chunk``."""
+    terms = chunk.get("reward_terms") if isinstance(chunk, dict) else None
+    if not isinstance(terms, dict):
+        return []
+    pos = [(name, v) for name, v in ((str(k), _num(v)) for k, v in terms.items()) if v and v > 0]
+    pos.sort(key=lambda kv: (-kv[1], kv[0]))
+    return [{"term": name, "value": round(v, 4)} for name, v in pos[:top]]
+
+
+def lazy_optimum_warning(
+    chunks: list[dict], command_vx: float, window: int = 3
+) -> dict[str, Any] | None:
+    """Warn when reward rises while the robot does not walk.
+
+    ``chunks`` are chunk-metric dicts, oldest first. Across the last ``window`` of them the
+    guard fires when ``reward_mean`` rises (last > first) while ``forward_speed_mean``
+    either falls (last < first) or stays below half the command in every one of them.
+
+    Returns ``{"kind": "lazy_optimum", "message": str (one line), "paying_terms": [{"term",
+    "value"}, ...] (top 3 positive terms of the last chunk), "chunks": [milestones],
+    "reward": [first, last], "forward_speed": [first, last], "command_vx": float}``, or None:
+    also when there are fewer than ``window`` chunks, ``command_vx <= 0`` (nothing to walk
+    towards) or a figure is missing.
+    """
+    cmd = _num(command_vx)
+    if cmd is None or cmd <= 0 or window < 2 or not isinstance(chunks, list):
+        return None
+    recent = [c for c in chunks if isinstance(c, dict)][-window:]
+    if len(recent) < window:
+        return None
+    rewards = [_num(c.get("reward_mean")) for c in recent]
+    speeds = [_num(c.get("forward_speed_mean")) for c in recent]
+    if any(r is None for r in rewards) or any(s is None for s in speeds):
+        return None
+
+    reward_rises = rewards[-1] > rewards[0]
+    speed_falls = speeds[-1] < speeds[0]
+    half = 0.5 * cmd
+    speed_low = all(s < half for s in speeds)
+    if not (reward_rises and (speed_falls or speed_low)):
+        return None
+
+    milestones = [c.get("chunk") for c in recent]
+    pay = paying_terms(recent[-1])
+    if speed_falls:
+        why = "falls"
+    else:
+        why = f"stays below half the command ({half:.2f} m/s)"
+    span = (
+        f"chunks {milestones[0]}–{milestones[-1]}"
+        if all(isinstance(m, int) for m in milestones)
+        else f"the last {window} chunks"
+    )
+    message = (
+        f"lazy optimum? reward {rewards[0]:.2f} → {rewards[-1]:.2f} over {span} while forward "
+        f"speed {why}: {speeds[0]:.2f} → {speeds[-1]:.2f} m/s at command {cmd:.2f} m/s"
+    )
+    if pay:
+        message += "; paid by " + ", ".join(f"{p['term']} {p['value']:+.2f}" for p in pay)
+    return {
+        "kind": KIND,
+        "message": message,
+        "paying_terms": pay,
+        "chunks": milestones,
+        "reward": [rewards[0], rewards[-1]],
+        "forward_speed": [speeds[0], speeds[-1]],
+        "command_vx": cmd,
+    }
