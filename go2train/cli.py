@@ -54,6 +54,23 @@ def config_show(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -
     typer.echo(cfg.to_json())
 
 
+@app.command("status")
+def status(
+    run_dir: Path = RunDirOpt,
+    once: bool = typer.Option(False, "--once", help="Print the screen once and exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the machine-readable state and exit."),
+) -> None:
+    """Live dashboard of a run, read from its files (q or Ctrl-C quits)."""
+    from go2train import tui
+
+    run_dir = check_run_dir(run_dir)
+    if tui.has_run(run_dir):
+        cfg = load_config(None, run_dir)
+    else:
+        cfg = None  # no run: say so, whatever the config file holds
+    raise typer.Exit(tui.run_status(run_dir, cfg, once=once, as_json=as_json))
+
+
 def main() -> None:
     try:
         app()
