@@ -668,7 +668,8 @@ def _terms(snap: dict) -> Table:
     vals = [(k, v) for k, v in vals if v is not None]
     vals.sort(key=lambda kv: -kv[1])
     biggest = max((abs(v) for _, v in vals), default=0.0)
-    t = Table(box=box.SIMPLE_HEAD, title=f"reward terms, chunk {last.get('chunk', '—')}",
+    title = f"reward terms, chunk {last['chunk']}" if last.get("chunk") is not None else "reward terms"
+    t = Table(box=box.SIMPLE_HEAD, title=title, min_width=len(title),
               title_justify="left", title_style="bold", pad_edge=False, show_edge=False)
     t.add_column("term", no_wrap=True, overflow="ellipsis")
     t.add_column("mean/ep", justify="right", no_wrap=True)
@@ -677,7 +678,8 @@ def _terms(snap: dict) -> Table:
         n = int(round(14 * abs(v) / biggest)) if biggest > 0 else 0
         t.add_row(k, f"{v:+.2f}", Text("█" * n, style="green" if v >= 0 else "red"))
     if not vals:
-        t.caption = "no chunk metrics yet"
+        t.caption = "none yet"
+        t.caption_justify = "left"
     return t
 
 
@@ -737,6 +739,7 @@ def _events(snap: dict) -> Table:
         t.add_row(fmt_time(num(ev.get("time")), now), kind, text)
     if not snap.get("events"):
         t.caption = "no events yet"
+        t.caption_justify = "left"
     return t
 
 
@@ -758,17 +761,14 @@ def _memory_line(snap: dict) -> Text:
     return t
 
 
-def render(snap: dict, width: int | None = None, height: int | None = None) -> RenderableType:
-    """The dashboard for one snapshot. With ``height``, the chunks table is trimmed (and, on a very
-    small terminal, the lower panels dropped) so the screen fits; without, up to 50 chunks show."""
-    width = width or 120
-    top = [_header(snap)]
+def _sections(snap: dict, width: int) -> tuple[list[RenderableType], list[RenderableType]]:
+    """The screen's parts above the chunks table and below it."""
+    top: list[RenderableType] = [_header(snap)]
     w = _warnings(snap)
     if w is not None:
         top.append(w)
     top.append(_current(snap, width))
-    trends = _trends(snap, width)
-    trends_group = Group(trends, _memory_line(snap))
+    trends = Group(_trends(snap, width), _memory_line(snap))
     if width >= 110:
         bottom: RenderableType = Table.grid(padding=(0, 3), expand=True)
         bottom.add_column(no_wrap=True)
@@ -776,28 +776,57 @@ def render(snap: dict, width: int | None = None, height: int | None = None) -> R
         bottom.add_row(_terms(snap), _events(snap))
     else:
         bottom = Group(_terms(snap), _events(snap))
+    return top, [trends, bottom]
 
-    if height is None:
-        return Group(*top, _chunks_table(snap, MAX_ROWS_UNFITTED), trends_group, bottom)
 
-    console = Console(width=width, height=height, file=open(os.devnull, "w"), color_system=None)
-    def h(r: RenderableType) -> int:
-        return len(console.render_lines(r, console.options.update(width=width), pad=False))
+class _Screen:
+    """The dashboard as a rich renderable. With a height, each part is rendered once to lines,
+    the chunks table gets the rows left over, and the lines are emitted as they are."""
 
-    used = sum(h(r) for r in top)
-    chrome = h(_chunks_table(snap, 0))  # title + header (+ caption)
-    n_chunks = len(snap.get("chunks") or [])
-    lower = [trends_group, bottom]
-    lower_h = [h(r) for r in lower]
-    min_rows = min(3, n_chunks)
-    # drop the lower panels (the bottom one first) until the table gets at least a few rows
-    while lower and height - used - chrome - sum(lower_h) < min_rows:
-        lower.pop()
-        lower_h.pop()
-    rows = max(min_rows, height - used - chrome - sum(lower_h) - 1)  # -1: the "older" caption
-    if rows >= n_chunks:
-        rows = n_chunks
-    return Group(*top, _chunks_table(snap, rows), *lower)
+    def __init__(self, snap: dict, width: int | None, height: int | None):
+        self.snap, self.width, self.height = snap, width, height
+
+    def __rich_console__(self, console: Console, options: Any):
+        from rich.segment import Segment
+
+        snap = self.snap
+        width = min(options.max_width, self.width) if self.width else options.max_width
+        top, lower = _sections(snap, width)
+        if self.height is None:
+            yield from top
+            yield _chunks_table(snap, MAX_ROWS_UNFITTED)
+            yield from lower
+            return
+        opts = options.reset_height().update(width=width)
+
+        def lines(r: RenderableType) -> list:
+            return console.render_lines(r, opts, pad=False)
+
+        top_l = [lines(r) for r in top]
+        lower_l = [lines(r) for r in lower]
+        n = len(snap.get("chunks") or [])
+        chrome = 3 if n else 4  # title, header, rule (+ "no chunk finished yet")
+
+        def room() -> int:
+            return self.height - sum(map(len, top_l)) - chrome - sum(map(len, lower_l))
+
+        min_rows = min(3, n)
+        # on a small terminal drop the lower parts (the bottom one first) before the table's rows
+        while lower_l and room() < min_rows + (1 if n > min_rows else 0):
+            lower_l.pop()
+        left = room()
+        rows = n if left >= n else max(min_rows, left - 1)  # -1: the "older chunks" caption
+        for block in (*top_l, lines(_chunks_table(snap, rows)), *lower_l):
+            for line in block:
+                yield from line
+                yield Segment.line()
+
+
+def render(snap: dict, width: int | None = None, height: int | None = None) -> RenderableType:
+    """The dashboard for one snapshot (as wide as the console, or ``width``). With ``height`` it
+    fits that many lines: the chunks table is trimmed (and, on a very small terminal, the lower
+    parts dropped); without, up to 50 chunks show."""
+    return _Screen(snap, width, height)
 
 
 # ----------------------------------------------------------------------------- the command

@@ -216,6 +216,22 @@ def test_fatal(tmp_path):
     assert "ran 2h59m" in text  # not "up": the daemon is not running
 
 
+def test_starting_before_any_chunk(tmp_path):
+    now = time.time()
+    rd = RunDir.at(tmp_path)
+    rd.make()
+    atomic_write_json(rd.state, {"state": "STARTING", "supervisor_pid": os.getpid(), "worker_pid": None,
+                                 "chunk": 50, "restarts": {"total": 0, "consecutive": 0},
+                                 "last_exit": None, "next_retry": None, "started": now - 3,
+                                 "updated": now, "fatal_reason": None, "run_dir": str(tmp_path)})
+    text = screen(tmp_path, now=now)
+    assert "STARTING" in text and "up 3s" in text
+    assert "no heartbeat yet — next milestone 50" in text
+    assert "no chunk finished yet" in text and "no events yet" in text
+    fitted = screen(tmp_path, height=40, now=now)
+    assert "no chunk finished yet" in fitted and len(fitted.splitlines()) <= 40
+
+
 def test_stale_heartbeat(tmp_path):
     now = time.time()
     text = screen(make_run(tmp_path, "stale", now), now=now)
