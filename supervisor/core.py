@@ -1,0 +1,532 @@
+"""The supervisor loop: one worker process per chunk, restart policy, watchdog, milestone videos.
+
+States (like supervisord): STARTING (worker spawned, no training heartbeat yet), RUNNING,
+BACKOFF (waiting before a restart), RENDERING (milestone video), STOPPING, STOPPED, FATAL, DONE.
+``logs/state.json`` is rewritten on every change and ``logs/events.jsonl`` gets one line per
+event, as in docs/CONTRACTS.md. Single-threaded: signal handlers only set flags, and a
+``set_wakeup_fd`` pipe wakes the poll loop at once (SIGCHLD included, so exits are seen at once).
+
+Must be run in the main thread. Imports neither torch nor genesis.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from go2train.config import Config
+from go2train.runfiles import CHUNK_RE, RunDir, append_jsonl, atomic_write_json, read_json
+
+from supervisor import procs
+from supervisor.policy import RestartPolicy
+
+STATES = ("STARTING", "RUNNING", "BACKOFF", "RENDERING", "STOPPING", "STOPPED", "FATAL", "DONE")
+GPU_LEAK_MB = 256.0
+WORKER_STDERR_LOG = "worker.stderr.log"
+RENDER_LOG = "render.log"
+
+
+@dataclass
+class WorkerResult:
+    pid: int
+    code: int
+    reason: str
+    signal: str | None
+    duration_s: float
+    spawn_wall: float
+    heartbeat: dict[str, Any] | None
+    stderr_tail: str
+    stopping: bool
+
+
+class Supervisor:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        cfg: Config,
+        worker_cmd: list[str],
+        render_cmd: Callable[[int], list[str]] | None = None,
+        gpu_probe_cmd: list[str] | None = None,
+        out: TextIO | None = None,
+    ):
+        self.rd = RunDir.at(run_dir)
+        self.cfg = cfg
+        self.sc = cfg.supervisor
+        self.worker_cmd = list(worker_cmd)
+        self.render_cmd = render_cmd
+        self.gpu_probe_cmd = procs.default_gpu_probe_cmd() if gpu_probe_cmd is None else list(gpu_probe_cmd)
+        self.out = out if out is not None else sys.stdout
+        self.policy = RestartPolicy.from_config(self.sc)
+        self.state: str | None = None
+        self.started = time.time()
+        self.restarts_total = 0
+        self.info: dict[str, Any] = {
+            "worker_pid": None, "worker_started": None, "render_pid": None, "render_started": None,
+            "chunk": None, "last_exit": None, "next_retry": None, "fatal_reason": None,
+        }
+        self._stop_signal: str | None = None
+        self._sighups = 0
+        self._child = None  # the live worker/render Popen, for last-resort cleanup
+        self._rfd = self._wfd = -1
+        self._old_handlers: dict[int, Any] = {}
+        self._old_wakeup = -1
+
+    # ------------------------------------------------------------------ signals and waiting
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is None:
+            self._stop_signal = procs.signal_name(signum)
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        self._sighups += 1
+
+    def _on_chld(self, signum: int, frame: Any) -> None:
+        pass  # only here to wake select() through the wakeup fd
+
+    def _install_signals(self) -> None:
+        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._old_wakeup = signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
+        for sig, handler in (
+            (signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+            (signal.SIGHUP, self._on_hup), (signal.SIGCHLD, self._on_chld),
+        ):
+            # A handler, not SIG_IGN, for SIGHUP: ignored dispositions survive exec into children.
+            self._old_handlers[sig] = signal.signal(sig, handler)
+
+    def _restore_signals(self) -> None:
+        for sig, old in self._old_handlers.items():
+            try:
+                signal.signal(sig, old)
+            except (TypeError, ValueError):
+                pass
+        self._old_handlers.clear()
+        if self._wfd >= 0:
+            signal.set_wakeup_fd(self._old_wakeup)
+            os.close(self._rfd)
+            os.close(self._wfd)
+            self._rfd = self._wfd = -1
+
+    def _wait(self, timeout: float, interruptible: bool = True) -> None:
+        """Sleep up to ``timeout`` s; a signal (child exit, stop request) wakes us early."""
+        if interruptible and self._stop_signal:
+            return
+        try:
+            r, _, _ = select.select([self._rfd], [], [], max(0.0, timeout))
+        except (OSError, ValueError):
+            time.sleep(max(0.0, min(timeout, 0.05)))
+            return
+        if r:
+            try:
+                while os.read(self._rfd, 4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+        self._check_sighup()
+
+    def _check_sighup(self) -> None:
+        if self._sighups:
+            n, self._sighups = self._sighups, 0
+            self._emit("warning", kind="sighup", message=f"SIGHUP received {n}x and ignored")
+
+    # ------------------------------------------------------------------ state and events
+    def _emit(self, event: str, **fields: Any) -> None:
+        rec = {"time": time.time(), "event": event, **fields}
+        try:
+            append_jsonl(self.rd.events, rec)
+        except OSError as exc:  # disk full etc.: keep supervising, say it on the log
+            self._log(f"cannot append to {self.rd.events}: {exc}")
+        shown = {k: v for k, v in fields.items() if k != "stderr_tail"}
+        self._log(f"{event} {shown}")
+        if fields.get("stderr_tail"):
+            self._log("  stderr tail:\n    " + fields["stderr_tail"].replace("\n", "\n    "))
+
+    def _log(self, msg: str) -> None:
+        try:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            self.out.write(f"{stamp} {msg}\n")
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _state_doc(self) -> dict[str, Any]:
+        i = self.info
+        return {
+            "state": self.state,
+            "supervisor_pid": os.getpid(),
+            "worker_pid": i["worker_pid"],
+            "worker_started": i["worker_started"],
+            "render_pid": i["render_pid"],
+            "render_started": i["render_started"],
+            "chunk": i["chunk"],
+            "restarts": {"total": self.restarts_total, "consecutive": self.policy.consecutive},
+            "last_exit": i["last_exit"],
+            "next_retry": i["next_retry"],
+            "started": self.started,
+            "updated": time.time(),
+            "fatal_reason": i["fatal_reason"],
+            "run_dir": str(self.rd.root),
+            "supervisor_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        }
+
+    def _write_state(self) -> None:
+        try:
+            atomic_write_json(self.rd.state, self._state_doc())
+        except OSError as exc:
+            self._log(f"cannot write {self.rd.state}: {exc}")
+
+    def _update(self, **fields: Any) -> None:
+        self.info.update(fields)
+        self._write_state()
+
+    def _set_state(self, state: str, **fields: Any) -> None:
+        assert state in STATES, state
+        previous = self.state
+        self.info.update(fields)
+        self.state = state
+        if previous != state:
+            self._emit("state", state=state, previous=previous)
+        self._write_state()
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> int:
+        """Supervise until DONE (0), STOPPED (0) or FATAL (1)."""
+        self._install_signals()
+        self.started = time.time()
+        try:
+            self._kill_orphans()
+            self._set_state("STARTING")
+            return self._loop()
+        except Exception as exc:  # a supervisor bug: record it loudly, never leave a worker behind
+            self._log(traceback.format_exc())
+            self._kill_child()
+            return self._fatal(f"supervisor error: {type(exc).__name__}: {exc}")
+        finally:
+            self._kill_child()
+            self._restore_signals()
+
+    def _loop(self) -> int:
+        while True:
+            if self._stop_signal:
+                return self._finish_stopped()
+            res = self._run_worker()
+            if res is None:
+                continue  # stop requested before the spawn: handled at the top
+            if res.reason == "chunk_done":
+                self.policy.success()
+                self._write_state()
+                chunk = self._completed_chunk(res)
+                if chunk is not None and not self._stop_signal and self._is_milestone(chunk):
+                    self._render(chunk)
+                continue
+            if res.reason == "run_complete":
+                self._set_state("DONE")
+                return 0
+            if res.stopping:
+                return self._finish_stopped()
+            if res.reason == "config_error":
+                detail = procs.last_line(res.stderr_tail)
+                return self._fatal(
+                    "worker exited with code 2 (configuration error)" + (f": {detail}" if detail else "")
+                )
+            decision = self.policy.failure(time.monotonic())
+            if decision.fatal_reason:
+                what = res.signal or f"exit code {res.code}"
+                return self._fatal(f"{decision.fatal_reason}; last failure: {res.reason} ({what})")
+            self.restarts_total += 1
+            self._emit("restart", delay_s=round(decision.delay_s, 3), consecutive=self.policy.consecutive)
+            self._set_state("BACKOFF", next_retry=time.time() + decision.delay_s)
+            deadline = time.monotonic() + decision.delay_s
+            while not self._stop_signal:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._wait(left)
+            self.info["next_retry"] = None
+
+    def _fatal(self, reason: str) -> int:
+        self._emit("fatal", reason=reason)
+        self._set_state("FATAL", fatal_reason=reason, worker_pid=None, next_retry=None)
+        return 1
+
+    def _finish_stopped(self) -> int:
+        self._set_state("STOPPING", next_retry=None)
+        self._set_state("STOPPED", worker_pid=None, render_pid=None)
+        return 0
+
+    # ------------------------------------------------------------------ chunks
+    def _chunks_done(self) -> list[int]:
+        try:
+            names = os.listdir(self.rd.chunk_logs)
+        except OSError:
+            return []
+        out = []
+        for name in names:
+            if name.endswith(".json"):
+                m = CHUNK_RE.match(name[:-5])
+                if m:
+                    out.append(int(m.group(1)))
+        return out
+
+    def _expected_chunk(self) -> int:
+        """The chunk a new worker should produce: the one after the newest logs/chunks record.
+        (The worker decides; its heartbeat's ``chunk`` replaces this guess in state.json.)"""
+        done = self._chunks_done()
+        return (max(done) if done else 0) + self.cfg.chunk.episodes
+
+    def _completed_chunk(self, res: WorkerResult) -> int | None:
+        chunk = res.heartbeat.get("chunk") if res.heartbeat else None
+        if isinstance(chunk, int) and not isinstance(chunk, bool):
+            if self.rd.chunk_metrics(chunk).exists():
+                return chunk
+            self._emit("warning", kind="chunk_record_missing",
+                       message=f"worker {res.pid} exited 0 for chunk {chunk} but "
+                               f"{self.rd.chunk_metrics(chunk)} does not exist")
+            return None
+        # No heartbeat of this pid: fall back to a record written during this worker's life.
+        fresh = []
+        for c in self._chunks_done():
+            try:
+                if self.rd.chunk_metrics(c).stat().st_mtime >= res.spawn_wall - 1.0:
+                    fresh.append(c)
+            except OSError:
+                pass
+        if fresh:
+            return max(fresh)
+        self._emit("warning", kind="chunk_record_missing",
+                   message=f"worker {res.pid} exited 0 without a heartbeat or a new logs/chunks record")
+        return None
+
+    def _is_milestone(self, chunk: int) -> bool:
+        every = self.cfg.video.every_episodes
+        return chunk == self.cfg.chunk.episodes or (every > 0 and chunk % every == 0)
+
+    def _heartbeat_for(self, pid: int, spawn_wall: float) -> dict[str, Any] | None:
+        """The heartbeat, only if written by this worker (pid match, not older than the spawn)."""
+        hb = read_json(self.rd.heartbeat)
+        if not isinstance(hb, dict) or hb.get("pid") != pid:
+            return None
+        t = hb.get("time")
+        if isinstance(t, (int, float)) and t < spawn_wall - 2.0:
+            return None  # a dead worker's file whose pid was reused
+        return hb
+
+    # ------------------------------------------------------------------ children
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("PYTHONFAULTHANDLER", "1")  # a segfault leaves a traceback in stderr_tail
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _kill_child(self) -> None:
+        proc, self._child = self._child, None
+        if proc is None or proc.returncode is not None:
+            return
+        procs.killpg(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and procs.reap(proc) is None:
+            time.sleep(0.02)
+
+    def _reap_after_kill(self, proc, limit_s: float = 10.0) -> tuple[int, float]:
+        """Reap a child that was just sent SIGKILL (bounded: a D-state process may linger)."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            r = procs.reap(proc)
+            if r is not None:
+                return r
+            if time.monotonic() > deadline:
+                self._emit("warning", kind="unkillable",
+                           message=f"pid {proc.pid} still alive {limit_s:g} s after SIGKILL")
+                return -9, 0.0
+            self._wait(0.05, interruptible=False)
+
+    def _terminate(self, proc, timeout_s: float) -> tuple[int, float]:
+        """Graceful stop of a child's group: SIGTERM (+SIGCONT), wait, then SIGKILL."""
+        procs.killpg(proc.pid, signal.SIGTERM)
+        procs.killpg(proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            r = procs.reap(proc)
+            if r is not None:
+                return r
+            self._wait(min(0.1, max(0.0, deadline - time.monotonic())), interruptible=False)
+        self._emit("warning", kind="stop_timeout",
+                   message=f"pid {proc.pid} ignored SIGTERM for {timeout_s:g} s; SIGKILL to its group")
+        procs.killpg(proc.pid, signal.SIGKILL)
+        return self._reap_after_kill(proc)
+
+    def _kill_orphans(self) -> None:
+        """A supervisor killed with -9 leaves its worker (own session) running: stop it before a
+        second worker writes to the same run directory."""
+        old = read_json(self.rd.state)
+        if not isinstance(old, dict):
+            return
+        for pid_key, t_key in (("worker_pid", "worker_started"), ("render_pid", "render_started")):
+            orphan = procs.find_orphan(old.get(pid_key), old.get(t_key), self.rd.root)
+            if orphan is None:
+                continue
+            forced = procs.terminate_group(orphan.pid, self.sc.stop_timeout_s, orphan.proc.is_running)
+            self._emit("warning", kind="orphan_worker" if pid_key == "worker_pid" else "orphan_render",
+                       message=f"stopped pid {orphan.pid} left by supervisor pid "
+                               f"{old.get('supervisor_pid')}" + (" (SIGKILL)" if forced else " (SIGTERM)"))
+
+    def _probe_gpu(self) -> float | None:
+        return procs.probe_gpu_mb(self.gpu_probe_cmd)
+
+    def _probe_gpu_after(self, before: float | None) -> float | None:
+        after = self._probe_gpu()
+        # The driver frees a dead process's memory asynchronously: re-probe before crying leak.
+        tries = 0
+        while before is not None and after is not None and after - before > GPU_LEAK_MB and tries < 4:
+            self._wait(0.5, interruptible=False)
+            after = self._probe_gpu()
+            tries += 1
+        return after
+
+    # ------------------------------------------------------------------ one worker
+    def _run_worker(self) -> WorkerResult | None:
+        attempt = self.policy.consecutive + 1
+        gpu_before = self._probe_gpu()
+        if self._stop_signal:
+            return None
+        expected = self._expected_chunk()
+        header = (f"\n===== go2train supervisor {time.strftime('%Y-%m-%d %H:%M:%S')}: worker attempt "
+                  f"{attempt} for chunk {expected}: {' '.join(self.worker_cmd)}\n")
+        log_path = self.rd.logs / WORKER_STDERR_LOG
+        t0 = time.monotonic()
+        spawn_wall = time.time()
+        try:
+            proc, offset = procs.spawn(self.worker_cmd, log_path, self.rd.root, header, self._child_env())
+        except OSError as exc:
+            self._emit("start", pid=None, chunk=expected, attempt=attempt)
+            reason = f"cannot start worker {self.worker_cmd[:1]}: {exc}"
+            self._emit("exit", pid=None, code=127, signal=None, duration_s=0.0, reason="failure",
+                       stderr_tail=reason)
+            self._update(last_exit={"code": 127, "signal": None, "duration_s": 0.0,
+                                    "reason": "failure", "time": time.time()})
+            return WorkerResult(0, 127, "failure", None, 0.0, spawn_wall, None, reason, False)
+        self._child = proc
+        pid = proc.pid
+        self._set_state("STARTING", worker_pid=pid, worker_started=spawn_wall, chunk=expected,
+                        next_retry=None)
+        self._emit("start", pid=pid, chunk=expected, attempt=attempt)
+
+        startup, hang = self.sc.startup_timeout_s, self.sc.hang_timeout_s
+        last_key: tuple | None = None
+        last_progress = t0
+        seen = False
+        phase = None
+        hb_last: dict[str, Any] | None = None
+        hung = stopping = False
+        result: tuple[int, float] | None = None
+        while True:
+            result = procs.reap(proc)
+            if result is not None:
+                break
+            if self._stop_signal:
+                stopping = True
+                self._set_state("STOPPING")
+                result = self._terminate(proc, self.sc.stop_timeout_s)
+                break
+            now = time.monotonic()
+            hb = self._heartbeat_for(pid, spawn_wall)
+            if hb is not None:
+                hb_last, seen = hb, True
+                phase = hb.get("phase")
+                key = (phase, hb.get("timesteps"))
+                if key != last_key:
+                    last_key, last_progress = key, now
+                chunk = hb.get("chunk")
+                if isinstance(chunk, int) and chunk != self.info["chunk"]:
+                    self._update(chunk=chunk)
+                if self.state == "STARTING" and phase not in (None, "starting"):
+                    self._set_state("RUNNING")
+            limit = startup if (not seen or phase == "starting") else hang
+            silent = now - last_progress
+            if silent > limit:
+                hung = True
+                self._emit("hang", pid=pid, silent_s=round(silent, 2))
+                procs.killpg(pid, signal.SIGKILL)
+                result = self._reap_after_kill(proc)
+                break
+            self._wait(self.sc.poll_s)
+        self._child = None
+        code, peak_rss_mb = result
+        duration = time.monotonic() - t0
+        leftovers = procs.killpg(pid, signal.SIGKILL)  # anything the worker left in its group
+        hb_final = self._heartbeat_for(pid, spawn_wall) or hb_last
+        reason, sig = procs.classify(code, hung=hung, stopping=stopping)
+        ev: dict[str, Any] = {"pid": pid, "code": code, "signal": sig,
+                              "duration_s": round(duration, 3), "reason": reason}
+        stderr_tail = ""
+        if reason not in ("chunk_done", "run_complete"):
+            stderr_tail = procs.tail(log_path, offset)
+            ev["stderr_tail"] = stderr_tail
+        self._emit("exit", **ev)
+        self._update(worker_pid=None, worker_started=None,
+                     last_exit={"code": code, "signal": sig, "duration_s": round(duration, 3),
+                                "reason": reason, "time": time.time()})
+        if leftovers:
+            self._emit("warning", kind="leftover_processes",
+                       message=f"worker {pid} left processes in its group; killed them")
+        gpu_after = self._probe_gpu_after(gpu_before)
+        leak = gpu_before is not None and gpu_after is not None and gpu_after - gpu_before > GPU_LEAK_MB
+        self._emit("memory", peak_rss_mb=round(peak_rss_mb, 1), gpu_before_mb=gpu_before,
+                   gpu_after_mb=gpu_after, gpu_leak=leak)
+        if leak:
+            self._emit("warning", kind="gpu_leak",
+                       message=f"GPU memory in use went from {gpu_before:.0f} MiB before worker {pid} "
+                               f"to {gpu_after:.0f} MiB after it exited")
+        return WorkerResult(pid, code, reason, sig, duration, spawn_wall, hb_final, stderr_tail, stopping)
+
+    # ------------------------------------------------------------------ milestone video
+    def _render(self, chunk: int) -> None:
+        if self.render_cmd is None:
+            return
+        cmd = self.render_cmd(chunk)
+        self._set_state("RENDERING", chunk=chunk)
+        log_path = self.rd.logs / RENDER_LOG
+        header = f"\n===== go2train supervisor {time.strftime('%Y-%m-%d %H:%M:%S')}: render chunk {chunk}: {' '.join(cmd)}\n"
+        t0 = time.monotonic()
+        spawn_wall = time.time()
+        try:
+            proc, offset = procs.spawn(cmd, log_path, self.rd.root, header, self._child_env())
+        except OSError as exc:
+            self._emit("render", chunk=chunk, ok=False, seconds=0.0, error=f"cannot start renderer: {exc}")
+            return
+        self._child = proc
+        self._update(render_pid=proc.pid, render_started=spawn_wall)
+        timeout = self.cfg.video.timeout_s
+        error = None
+        while True:
+            result = procs.reap(proc)
+            if result is not None:
+                break
+            if self._stop_signal:
+                result = self._terminate(proc, min(self.sc.stop_timeout_s, 10.0))
+                error = f"stopped ({self._stop_signal})"
+                break
+            if time.monotonic() - t0 > timeout:
+                procs.killpg(proc.pid, signal.SIGKILL)
+                result = self._reap_after_kill(proc)
+                error = f"timeout after {timeout:g} s (killed)"
+                break
+            self._wait(self.sc.poll_s)
+        self._child = None
+        procs.killpg(proc.pid, signal.SIGKILL)  # leftovers of its group
+        code = result[0]
+        if error is None and code != 0:
+            sig = procs.exit_signal(code)
+            error = f"killed by {sig}" if sig else f"exit code {code}"
+            detail = procs.last_line(procs.tail(log_path, offset))
+            if detail:
+                error += f": {detail}"
+        self._update(render_pid=None, render_started=None)
+        self._emit("render", chunk=chunk, ok=error is None, seconds=round(time.monotonic() - t0, 3),
+                   error=error)

@@ -1,0 +1,152 @@
+"""Supervisor building blocks without a supervisor: restart policy, exit classification,
+the flock pid file (with real processes and kill -9), the GPU probe."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from supervisor import procs
+from supervisor.pidlock import AlreadyRunning, PidLock, probe
+from supervisor.policy import RestartPolicy
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# ---------------------------------------------------------------------- policy
+def test_backoff_doubles_up_to_the_cap_and_resets_after_a_chunk():
+    p = RestartPolicy(2.0, 30.0, crash_loop_max=100, crash_loop_window_s=600)
+    delays = [p.failure(float(t)).delay_s for t in range(6)]
+    assert delays == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert p.consecutive == 6
+    p.success()
+    assert p.consecutive == 0
+    assert p.failure(10.0).delay_s == 2.0
+
+
+def test_crash_loop_needs_more_than_max_failures_inside_the_window():
+    p = RestartPolicy(0.0, 0.0, crash_loop_max=3, crash_loop_window_s=10.0)
+    assert [p.failure(t).fatal_reason for t in (0.0, 1.0, 2.0)] == [None, None, None]
+    reason = p.failure(3.0).fatal_reason
+    assert reason is not None
+    assert "4 failures within 10 s" in reason and "crash_loop_max = 3" in reason
+
+    spread = RestartPolicy(0.0, 0.0, crash_loop_max=3, crash_loop_window_s=10.0)
+    # 20 failures, but never more than 3 inside any 10 s window: no crash loop.
+    assert all(spread.failure(t * 4.0).fatal_reason is None for t in range(20))
+
+
+def test_a_completed_chunk_forgets_earlier_failures():
+    p = RestartPolicy(0.0, 0.0, crash_loop_max=2, crash_loop_window_s=100.0)
+    p.failure(0.0)
+    p.failure(1.0)
+    p.success()
+    assert p.failure(2.0).fatal_reason is None
+    assert p.failure(3.0).fatal_reason is None
+    assert p.failure(4.0).fatal_reason is not None
+
+
+# ---------------------------------------------------------------------- exit classification
+@pytest.mark.parametrize(
+    "code, hung, stopping, expected",
+    [
+        (0, False, False, ("chunk_done", None)),
+        (3, False, False, ("run_complete", None)),
+        (2, False, False, ("config_error", None)),
+        (4, False, False, ("stopped", None)),
+        (4, False, True, ("stopped", None)),
+        (-9, False, True, ("stopped", "SIGKILL")),
+        (1, False, False, ("failure", None)),
+        (17, False, False, ("failure", None)),
+        (-11, False, False, ("crash", "SIGSEGV")),
+        (-6, False, False, ("crash", "SIGABRT")),
+        (-7, False, False, ("crash", "SIGBUS")),
+        (-9, False, False, ("crash", "SIGKILL")),
+        (139, False, False, ("crash", "SIGSEGV")),
+        (134, False, False, ("crash", "SIGABRT")),
+        (-9, True, False, ("hang", "SIGKILL")),
+    ],
+)
+def test_classify(code, hung, stopping, expected):
+    assert procs.classify(code, hung=hung, stopping=stopping) == expected
+
+
+# ---------------------------------------------------------------------- pid lock
+HOLDER = r"""
+import sys, time
+from supervisor.pidlock import PidLock
+lock = PidLock(sys.argv[1]); lock.acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def _holder(path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_lock_is_exclusive_and_names_the_holder(tmp_path):
+    path = tmp_path / "logs" / "daemon.pid"
+    holder = _holder(path)
+    try:
+        info = json.loads(path.read_text())
+        assert info["pid"] == holder.pid
+        assert info["start_time"] == pytest.approx(psutil.Process(holder.pid).create_time(), abs=0.01)
+        assert probe(path) == {"pid": holder.pid, "start_time": info["start_time"]}
+        with pytest.raises(AlreadyRunning) as err:
+            PidLock(path).acquire()
+        assert err.value.pid == holder.pid
+        assert f"pid {holder.pid}" in str(err.value)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_kill_9_leaves_a_stale_file_that_never_blocks(tmp_path):
+    path = tmp_path / "daemon.pid"
+    holder = _holder(path)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert json.loads(path.read_text())["pid"] == holder.pid  # the file survives kill -9 ...
+    assert probe(path) is None  # ... but its lock is free: stale
+    lock = PidLock(path)
+    lock.acquire()
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert probe(path)["pid"] == os.getpid()
+    lock.release()
+    assert not path.exists() and probe(path) is None
+
+
+def test_file_naming_an_unrelated_live_process_is_stale(tmp_path):
+    path = tmp_path / "daemon.pid"
+    parent = psutil.Process(os.getppid())
+    path.write_text(json.dumps({"pid": parent.pid, "start_time": parent.create_time()}))
+    assert probe(path) is None
+    with PidLock(path) as lock:
+        assert lock.held
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    path.write_text("garbage")
+    with PidLock(path):
+        assert probe(path)["pid"] == os.getpid()
+
+
+# ---------------------------------------------------------------------- GPU probe
+def test_gpu_probe_runs_in_a_child_and_answers_quickly():
+    t0 = time.monotonic()
+    val = procs.probe_gpu_mb(procs.default_gpu_probe_cmd())
+    assert time.monotonic() - t0 < 10
+    assert val is None or (isinstance(val, float) and val >= 0)
+    assert "pynvml" not in sys.modules
+    assert procs.probe_gpu_mb(["/bin/echo", "1234.5"]) == 1234.5
+    assert procs.probe_gpu_mb(["/bin/echo", "null"]) is None
+    assert procs.probe_gpu_mb(["/nonexistent/probe"]) is None
+    assert procs.probe_gpu_mb([]) is None
