@@ -103,7 +103,6 @@ class RewardConfig(_Section):
     action_rate: float = -0.005
     similar_to_default: float = -0.1
     forward_progress: float = 0.0
-    gait_clock: float = 0.0
     alive: float = 0.0
     height: HeightReward = Field(default_factory=HeightReward)
 
@@ -111,7 +110,7 @@ class RewardConfig(_Section):
         """Weights of all terms, by name; the height term's weight is its section's."""
         names = [
             "tracking_lin_vel", "tracking_ang_vel", "lin_vel_z", "action_rate",
-            "similar_to_default", "forward_progress", "gait_clock", "alive",
+            "similar_to_default", "forward_progress", "alive",
         ]
         out = {n: float(getattr(self, n)) for n in names}
         out["height"] = float(self.height.weight)

@@ -1,0 +1,403 @@
+"""The batched Genesis Go2 environment: physics, observations, reward terms, termination.
+
+One Genesis scene holds a plane and ``n_envs`` Go2 robots built with ``scene.build(n_envs=N)``.
+Tensors stay batched on ``gs.device``; there is no per-robot Python work here.
+
+Observation layout (45 floats, +2 when ``[env] gait_period_steps`` > 0), as in Genesis's
+``examples/locomotion/go2_env.py``:
+
+====  =====================================================  =======================
+idx   content                                                scale
+====  =====================================================  =======================
+0:3   base angular velocity (base frame)                     ``obs_scale_ang_vel``
+3:6   projected gravity (base frame)                         1
+6:9   command (vx, vy, yaw rate)                             lin, lin, ang scales
+9:21  joint position - default pose (FR, FL, RR, RL x        ``obs_scale_dof_pos``
+      hip, thigh, calf)
+21:33 joint velocity                                         ``obs_scale_dof_vel``
+33:45 last action                                            1
+45:47 gait clock (sin, cos of the trot phase), optional      1
+====  =====================================================  =======================
+
+Reward: every term is a method ``_reward_<name>`` returning a per-robot tensor; it is multiplied by
+its weight from ``[reward]`` (and by ``dt`` when ``[reward] scale_by_dt``, as legged_gym and Genesis
+do) and summed. A weight of 0 switches a term off (it is not even computed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+from go2train.config import JOINT_NAMES, Config
+
+_GS_READY = False
+
+
+def init_genesis(backend: str = "auto", seed: int | None = None) -> str:
+    """Initialise Genesis once per process. ``auto`` picks the GPU when torch sees CUDA.
+
+    Returns the backend actually used ("cpu" or "gpu").
+    """
+    global _GS_READY
+    import genesis as gs
+
+    if backend == "auto":
+        backend = "gpu" if torch.cuda.is_available() else "cpu"
+    if not _GS_READY:
+        gs.init(
+            backend=gs.gpu if backend == "gpu" else gs.cpu,
+            precision="32",
+            logging_level=os.environ.get("GO2TRAIN_GS_LOG", "warning"),
+            seed=seed,
+        )
+        _GS_READY = True
+    return backend
+
+
+def release_genesis() -> None:
+    """Destroy the simulator and free CUDA memory (called before a worker exits)."""
+    global _GS_READY
+    import genesis as gs
+
+    if _GS_READY:
+        try:
+            gs.destroy()
+        finally:
+            _GS_READY = False
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class StepResult:
+    """What one batched step returns (all tensors of leading size n_envs)."""
+
+    obs: torch.Tensor  # observation after auto-reset (new episode's first for finished robots)
+    reward: torch.Tensor
+    terminated: torch.Tensor  # bool: fell / tilted / invalid
+    truncated: torch.Tensor  # bool: reached episode_steps
+    done_idx: torch.Tensor  # indices of finished robots
+    terminal_obs: torch.Tensor  # observation before reset, rows of done_idx
+    invalid: torch.Tensor  # bool: solver error or NaN (reset and counted)
+    episodes: dict  # finished episodes (rows of done_idx): r, l, dist, terms{name: sum}
+
+
+class Go2Env:
+    """Batched Go2 locomotion environment on one Genesis scene."""
+
+    num_actions = 12
+
+    def __init__(self, cfg: Config, n_envs: int | None = None, camera: tuple[int, int] | None = None):
+        import genesis as gs
+        from genesis.utils.geom import inv_quat
+
+        self.cfg = cfg
+        e = cfg.env
+        self.backend = init_genesis(e.backend, seed=e.seed)
+        self.device = gs.device
+        self.n_envs = n_envs if n_envs is not None else e.n_envs
+        self.dt = e.dt
+        self.gait_clock = e.gait_period_steps > 0
+        self.num_obs = 45 + (2 if self.gait_clock else 0)
+
+        self.scene = gs.Scene(
+            sim_options=gs.options.SimOptions(dt=e.dt, substeps=e.substeps),
+            rigid_options=gs.options.RigidOptions(
+                constraint_solver=gs.constraint_solver.Newton,
+                enable_collision=True,
+                enable_joint_limit=True,
+            ),
+            vis_options=gs.options.VisOptions(rendered_envs_idx=[0]) if camera else None,
+            show_viewer=False,
+        )
+        self.scene.add_entity(gs.morphs.URDF(file="urdf/plane/plane.urdf", fixed=True))
+        self.base_init_pos = torch.tensor([0.0, 0.0, e.base_init_height], device=self.device)
+        self.base_init_quat = torch.tensor([1.0, 0.0, 0.0, 0.0], device=self.device)
+        self.inv_base_init_quat = inv_quat(self.base_init_quat)
+        self.robot = self.scene.add_entity(
+            gs.morphs.URDF(
+                file="urdf/go2/urdf/go2.urdf",
+                pos=tuple(self.base_init_pos.tolist()),
+                quat=tuple(self.base_init_quat.tolist()),
+            )
+        )
+        self.camera = None
+        if camera:
+            self.camera = self.scene.add_camera(res=camera, pos=(2.0, -2.0, 1.0), lookat=(0, 0, 0.3), fov=40, GUI=False)
+        self.scene.build(n_envs=self.n_envs)
+        self.rigid = self.scene.sim.rigid_solver
+
+        self.motor_dofs = [self.robot.get_joint(name).dofs_idx_local[0] for name in JOINT_NAMES]
+        self.robot.set_dofs_kp([e.kp] * 12, self.motor_dofs)
+        self.robot.set_dofs_kv([e.kd] * 12, self.motor_dofs)
+
+        self._setup_rewards()
+        self._alloc_buffers()
+        self.invalid_count = 0
+        self.reset()
+
+    # ------------------------------------------------------------------ setup
+    def _setup_rewards(self) -> None:
+        r = self.cfg.reward
+        scale = self.dt if r.scale_by_dt else 1.0
+        self.reward_weights = {k: w for k, w in r.term_weights().items() if w != 0.0}
+        self.reward_scale = scale
+        self.reward_functions = {k: getattr(self, f"_reward_{k}") for k in self.reward_weights}
+
+    def _alloc_buffers(self) -> None:
+        n, dev, f = self.n_envs, self.device, torch.float32
+        e = self.cfg.env
+        z3 = lambda: torch.zeros((n, 3), device=dev, dtype=f)  # noqa: E731
+        self.base_pos, self.base_lin_vel, self.base_ang_vel = z3(), z3(), z3()
+        self.world_lin_vel = z3()
+        self.projected_gravity = z3()
+        self.base_euler = z3()
+        self.base_quat = torch.zeros((n, 4), device=dev, dtype=f)
+        self.global_gravity = torch.tensor([0.0, 0.0, -1.0], device=dev, dtype=f).repeat(n, 1)
+        self.commands = z3()
+        self.commands_scale = torch.tensor(
+            [e.obs_scale_lin_vel, e.obs_scale_lin_vel, e.obs_scale_ang_vel], device=dev, dtype=f
+        )
+        self.actions = torch.zeros((n, 12), device=dev, dtype=f)
+        self.last_actions = torch.zeros_like(self.actions)
+        self.dof_pos = torch.zeros_like(self.actions)
+        self.dof_vel = torch.zeros_like(self.actions)
+        self.default_dof_pos = torch.tensor(e.default_dof_pos(), device=dev, dtype=f)
+        self.episode_length = torch.zeros((n,), device=dev, dtype=torch.int64)
+        self.episode_return = torch.zeros((n,), device=dev, dtype=f)
+        self.episode_terms = {k: torch.zeros((n,), device=dev, dtype=f) for k in self.reward_weights}
+        self.start_xy = torch.zeros((n, 2), device=dev, dtype=f)
+        self.obs_buf = torch.zeros((n, self.num_obs), device=dev, dtype=f)
+        self.rew_buf = torch.zeros((n,), device=dev, dtype=f)
+        self.gen = torch.Generator(device=dev)
+        self.gen.manual_seed(e.seed)
+
+    def seed(self, seed: int) -> None:
+        self.gen.manual_seed(int(seed))
+
+    # ------------------------------------------------------------------ state
+    def _read_state(self) -> None:
+        from genesis.utils.geom import inv_quat, quat_to_xyz, transform_by_quat, transform_quat_by_quat
+
+        self.base_pos[:] = self.robot.get_pos()
+        self.base_quat[:] = self.robot.get_quat()
+        self.base_euler[:] = quat_to_xyz(
+            transform_quat_by_quat(self.inv_base_init_quat.expand_as(self.base_quat), self.base_quat),
+            rpy=True,
+            degrees=True,
+        )
+        inv_q = inv_quat(self.base_quat)
+        self.world_lin_vel[:] = self.robot.get_vel()
+        self.base_lin_vel[:] = transform_by_quat(self.world_lin_vel, inv_q)
+        self.base_ang_vel[:] = transform_by_quat(self.robot.get_ang(), inv_q)
+        self.projected_gravity[:] = transform_by_quat(self.global_gravity, inv_q)
+        self.dof_pos[:] = self.robot.get_dofs_position(self.motor_dofs)
+        self.dof_vel[:] = self.robot.get_dofs_velocity(self.motor_dofs)
+
+    @property
+    def heading_speed(self) -> torch.Tensor:
+        """Forward speed in the heading (yaw-only) frame, m/s."""
+        yaw = torch.deg2rad(self.base_euler[:, 2])
+        return self.world_lin_vel[:, 0] * torch.cos(yaw) + self.world_lin_vel[:, 1] * torch.sin(yaw)
+
+    def gait_phase(self) -> torch.Tensor:
+        period = max(1, self.cfg.env.gait_period_steps)
+        return 2 * math.pi * (self.episode_length.float() % period) / period
+
+    def _compute_obs(self) -> torch.Tensor:
+        e = self.cfg.env
+        parts = [
+            self.base_ang_vel * e.obs_scale_ang_vel,
+            self.projected_gravity,
+            self.commands * self.commands_scale,
+            (self.dof_pos - self.default_dof_pos) * e.obs_scale_dof_pos,
+            self.dof_vel * e.obs_scale_dof_vel,
+            self.actions,
+        ]
+        if self.gait_clock:
+            ph = self.gait_phase()
+            parts += [torch.sin(ph)[:, None], torch.cos(ph)[:, None]]
+        torch.cat(parts, dim=-1, out=self.obs_buf)
+        return self.obs_buf
+
+    def _resample_commands(self, idx: torch.Tensor) -> None:
+        if len(idx) == 0:
+            return
+        e = self.cfg.env
+        lo, hi = e.command_vx_range
+        if lo == hi:
+            self.commands[idx, 0] = lo
+        else:
+            u = torch.rand((len(idx),), generator=self.gen, device=self.device)
+            self.commands[idx, 0] = lo + (hi - lo) * u
+        self.commands[idx, 1] = e.command_vy
+        self.commands[idx, 2] = e.command_yaw
+
+    def set_command(self, vx: float) -> None:
+        """Fix the forward command for every robot (eval/video)."""
+        self.cfg.env.command_vx_range = [float(vx), float(vx)]
+        self.commands[:, 0] = vx
+
+    # ------------------------------------------------------------------ reset
+    def reset_idx(self, idx: torch.Tensor) -> None:
+        if len(idx) == 0:
+            return
+        self.dof_pos[idx] = self.default_dof_pos
+        self.dof_vel[idx] = 0.0
+        self.robot.set_dofs_position(self.dof_pos[idx], self.motor_dofs, envs_idx=idx, zero_velocity=True)
+        self.base_pos[idx] = self.base_init_pos
+        self.base_quat[idx] = self.base_init_quat
+        self.robot.set_pos(self.base_pos[idx], envs_idx=idx, zero_velocity=False)
+        self.robot.set_quat(self.base_quat[idx], envs_idx=idx, zero_velocity=False)
+        self.robot.zero_all_dofs_velocity(idx)
+        self.base_lin_vel[idx] = 0.0
+        self.world_lin_vel[idx] = 0.0
+        self.base_ang_vel[idx] = 0.0
+        self.base_euler[idx] = 0.0
+        self.projected_gravity[idx] = self.global_gravity[idx]
+        self.actions[idx] = 0.0
+        self.last_actions[idx] = 0.0
+        self.episode_length[idx] = 0
+        self.episode_return[idx] = 0.0
+        for v in self.episode_terms.values():
+            v[idx] = 0.0
+        self.start_xy[idx] = self.base_pos[idx, :2]
+        self._resample_commands(idx)
+
+    def reset(self) -> torch.Tensor:
+        self.reset_idx(torch.arange(self.n_envs, device=self.device))
+        return self._compute_obs().clone()
+
+    # ------------------------------------------------------------------ step
+    def _error_envs(self) -> torch.Tensor:
+        try:
+            return self.rigid.get_error_envs_mask().to(self.device).reshape(-1)[: self.n_envs]
+        except Exception:  # older/other solvers: rely on the NaN check only
+            return torch.zeros((self.n_envs,), dtype=torch.bool, device=self.device)
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        e = self.cfg.env
+        self.actions[:] = torch.clip(actions, -e.clip_actions, e.clip_actions)
+        exec_actions = self.last_actions if e.action_latency else self.actions
+        self.robot.control_dofs_position(exec_actions * e.action_scale + self.default_dof_pos, self.motor_dofs)
+        self.scene.step()
+        self.episode_length += 1
+        self._read_state()
+
+        # Invalid solver state (Genesis error envs) or NaNs: reset, count, never leak to the learner.
+        invalid = self._error_envs() | ~torch.isfinite(self.base_pos).all(1) | ~torch.isfinite(self.dof_vel).all(1)
+        invalid |= ~torch.isfinite(self.base_quat).all(1) | ~torch.isfinite(self.dof_pos).all(1)
+        if bool(invalid.any()):
+            self._sanitize(invalid)
+
+        # Reward.
+        self.rew_buf.zero_()
+        for name, fn in self.reward_functions.items():
+            r = fn() * (self.reward_weights[name] * self.reward_scale)
+            self.rew_buf += r
+            self.episode_terms[name] += r
+        self.rew_buf[invalid] = 0.0
+        self.episode_return += self.rew_buf
+
+        terminated = self.check_termination() | invalid
+        truncated = (self.episode_length >= e.episode_steps) & ~terminated
+        done = terminated | truncated
+
+        # Resample commands on schedule.
+        resample = (self.episode_length % e.resample_command_steps == 0).nonzero().flatten()
+        self._resample_commands(resample)
+
+        obs = self._compute_obs()
+        done_idx = done.nonzero().flatten()
+        terminal_obs = obs[done_idx].clone()
+        episodes = {}
+        if len(done_idx):
+            episodes = {
+                "r": self.episode_return[done_idx].clone(),
+                "l": self.episode_length[done_idx].clone(),
+                "dist": self.forward_distance()[done_idx],
+                "terms": {k: v[done_idx].clone() for k, v in self.episode_terms.items()},
+            }
+        self.last_actions[:] = self.actions
+        if len(done_idx):
+            self.reset_idx(done_idx)
+            obs = self._compute_obs()
+        return StepResult(obs, self.rew_buf, terminated, truncated, done_idx, terminal_obs, invalid, episodes)
+
+    def _sanitize(self, invalid: torch.Tensor) -> None:
+        import genesis as gs  # noqa: F401
+
+        idx = invalid.nonzero().flatten()
+        self.invalid_count += len(idx)
+        try:
+            self.scene.reset(envs_idx=idx)  # restores a valid state and clears the solver's errno
+        except Exception:
+            pass
+        for t in (self.base_pos, self.base_quat, self.base_lin_vel, self.world_lin_vel, self.base_ang_vel,
+                  self.projected_gravity, self.base_euler, self.dof_pos, self.dof_vel):
+            t[idx] = torch.nan_to_num(t[idx], nan=0.0, posinf=0.0, neginf=0.0)
+
+    def check_termination(self) -> torch.Tensor:
+        """Fallen (height, with the grace period) or tilted beyond the roll/pitch limits."""
+        t = self.cfg.termination
+        z = self.base_pos[:, 2]
+        in_grace = self.episode_length <= t.grace_steps
+        min_z = torch.where(in_grace, torch.full_like(z, t.grace_min_height), torch.full_like(z, t.min_height))
+        fallen = z < min_z
+        tilted = (self.base_euler[:, 0].abs() > t.max_roll_deg) | (self.base_euler[:, 1].abs() > t.max_pitch_deg)
+        return fallen | tilted
+
+    def weighted_terms(self) -> dict[str, torch.Tensor]:
+        """Each term times its weight (without the dt scale), for the current state."""
+        return {k: fn() * self.reward_weights[k] for k, fn in self.reward_functions.items()}
+
+    # ------------------------------------------------------------------ reward terms
+    def _reward_tracking_lin_vel(self) -> torch.Tensor:
+        err = torch.sum(torch.square(self.commands[:, :2] - self.base_lin_vel[:, :2]), dim=1)
+        return torch.exp(-err / self.cfg.reward.tracking_sigma)
+
+    def _reward_tracking_ang_vel(self) -> torch.Tensor:
+        err = torch.square(self.commands[:, 2] - self.base_ang_vel[:, 2])
+        return torch.exp(-err / self.cfg.reward.tracking_sigma)
+
+    def _reward_lin_vel_z(self) -> torch.Tensor:
+        return torch.square(self.base_lin_vel[:, 2])
+
+    def _reward_action_rate(self) -> torch.Tensor:
+        return torch.sum(torch.square(self.last_actions - self.actions), dim=1)
+
+    def _reward_similar_to_default(self) -> torch.Tensor:
+        return torch.sum(torch.abs(self.dof_pos - self.default_dof_pos), dim=1)
+
+    def _reward_height(self) -> torch.Tensor:
+        """Seed 004: ``floor_penalty`` below ``floor``, else ``exp(-sharpness*|z - target|)``."""
+        h = self.cfg.reward.height
+        z = self.base_pos[:, 2]
+        return torch.where(z < h.floor, torch.full_like(z, h.floor_penalty), torch.exp(-h.sharpness * (z - h.target).abs()))
+
+    def _reward_forward_progress(self) -> torch.Tensor:
+        """Forward speed in the heading frame, capped at the command (no pay for sprinting)."""
+        return torch.minimum(self.heading_speed, self.commands[:, 0])
+
+    def _reward_alive(self) -> torch.Tensor:
+        return torch.ones_like(self.rew_buf)
+
+    # ------------------------------------------------------------------ misc
+    def forward_distance(self) -> torch.Tensor:
+        """World-x displacement since the episode began (start heading is +x)."""
+        return self.base_pos[:, 0] - self.start_xy[:, 0]
+
+    def close(self) -> None:
+        pass
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0

@@ -1,0 +1,142 @@
+"""SB3 PPO, made resumable across processes.
+
+:class:`ChunkedPPO` is SB3's PPO with two contracts changed so that a run split over many
+processes behaves like one long ``learn()``:
+
+* **Global schedules.** Progress (for learning-rate and clip schedules) is
+  ``1 - num_timesteps / schedule_timesteps`` of the whole run, not of the current ``learn()``
+  call (``learn(reset_num_timesteps=False)`` alone restarts SB3's progress every chunk).
+* **Adaptive learning rate** (``[ppo] lr_schedule = "adaptive"``, rsl_rl's rule): after each
+  update, ``lr /= 1.5`` when the mean approximate KL exceeds ``2 * desired_kl`` and
+  ``lr *= 1.5`` when it is below ``desired_kl / 2``, within ``[lr_min, lr_max]``. The current
+  value is saved with the model, so it continues across chunks.
+* **Stopping at a safe point.** ``request_stop()`` makes the next ``collect_rollouts`` return
+  False: the rollout in progress is collected and trained on, then ``learn()`` returns.
+  ``on_safe_point`` (if set) is called at the same place, between rollouts, with a consistent
+  model; the worker writes resume points there.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from stable_baselines3 import PPO
+
+from go2train.config import PPOConfig
+
+ACTIVATIONS = {"elu": torch.nn.ELU, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
+
+
+class ChunkedPPO(PPO):
+    schedule_timesteps: int = 50_000_000
+    lr_mode: str = "constant"
+    lr_initial: float = 1e-3
+    lr_current: float = 1e-3
+    lr_min: float = 1e-5
+    lr_max: float = 1e-2
+    desired_kl: float = 0.01
+
+    def __init__(self, *args, **kwargs):
+        self._stop_requested = False
+        self.on_safe_point: Callable[[], None] | None = None
+        super().__init__(*args, **kwargs)
+
+    # -- schedules
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        self._current_progress_remaining = max(0.0, 1.0 - float(num_timesteps) / float(self.schedule_timesteps))
+
+    def current_lr(self) -> float:
+        if self.lr_mode == "adaptive":
+            return float(self.lr_current)
+        if self.lr_mode == "linear":
+            return float(self.lr_initial * self._current_progress_remaining)
+        return float(self.lr_initial)
+
+    def _update_learning_rate(self, optimizers) -> None:
+        lr = self.current_lr()
+        self.logger.record("train/learning_rate", lr)
+        if not isinstance(optimizers, list):
+            optimizers = [optimizers]
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def train(self) -> None:
+        super().train()
+        if self.lr_mode == "adaptive":
+            kl = self.logger.name_to_value.get("train/approx_kl")
+            if kl is not None:
+                if kl > 2.0 * self.desired_kl:
+                    self.lr_current = max(self.lr_min, self.lr_current / 1.5)
+                elif kl < self.desired_kl / 2.0:
+                    self.lr_current = min(self.lr_max, self.lr_current * 1.5)
+
+    # -- stopping
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    def collect_rollouts(self, *args, **kwargs) -> bool:
+        if self.on_safe_point is not None:
+            self.on_safe_point()
+        if self._stop_requested:
+            return False
+        return super().collect_rollouts(*args, **kwargs)
+
+    def _excluded_save_params(self) -> list[str]:
+        return super()._excluded_save_params() + ["_stop_requested", "on_safe_point"]
+
+
+def ppo_kwargs(p: PPOConfig, n_envs: int) -> dict:
+    batch = min(p.batch_size, p.n_steps * n_envs)
+    return dict(
+        learning_rate=p.learning_rate,
+        n_steps=p.n_steps,
+        batch_size=batch,
+        n_epochs=p.n_epochs,
+        gamma=p.gamma,
+        gae_lambda=p.gae_lambda,
+        clip_range=p.clip_range,
+        ent_coef=p.ent_coef,
+        vf_coef=p.vf_coef,
+        max_grad_norm=p.max_grad_norm,
+        target_kl=p.target_kl or None,
+    )
+
+
+def resolve_device(p: PPOConfig) -> str:
+    if p.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return p.device
+
+
+def make_ppo(p: PPOConfig, venv, tensorboard_log: str | None = None, seed: int | None = None) -> ChunkedPPO:
+    """A fresh ChunkedPPO from the ``[ppo]`` section."""
+    policy_kwargs = dict(
+        net_arch=dict(pi=list(p.net_arch), vf=list(p.net_arch)),
+        activation_fn=ACTIVATIONS[p.activation],
+        log_std_init=p.log_std_init,
+    )
+    model = ChunkedPPO(
+        "MlpPolicy",
+        venv,
+        policy_kwargs=policy_kwargs,
+        tensorboard_log=tensorboard_log,
+        seed=seed,
+        device=resolve_device(p),
+        verbose=0,
+        **ppo_kwargs(p, venv.num_envs),
+    )
+    apply_schedule(model, p)
+    model.lr_current = p.learning_rate
+    return model
+
+
+def apply_schedule(model: ChunkedPPO, p: PPOConfig) -> None:
+    """(Re)apply the schedule settings of ``[ppo]`` (the adaptive lr value itself continues)."""
+    model.schedule_timesteps = p.schedule_timesteps
+    model.lr_mode = p.lr_schedule
+    model.lr_initial = p.learning_rate
+    model.lr_min = p.lr_min
+    model.lr_max = p.lr_max
+    model.desired_kl = p.desired_kl

@@ -1,0 +1,121 @@
+"""Stable-Baselines3 VecEnv adapter over the batched :class:`~go2train.env.Go2Env`.
+
+Contract (SB3 ``VecEnv``), per robot ``i``:
+
+* ``step`` auto-resets finished robots: the returned ``obs[i]`` is the new episode's first;
+  ``infos[i]["terminal_observation"]`` holds the last observation of the finished episode.
+* ``infos[i]["TimeLimit.truncated"]`` is True when the episode hit ``[env] episode_steps`` (SB3 then
+  bootstraps the value of the terminal observation).
+* ``infos[i]["episode"] = {"r", "l", "t"}`` (undiscounted return, length, seconds since
+  ``t_start``) as SB3's Monitor writes it, plus ``"terms"`` (per-term reward sums),
+  ``"dist"`` (forward distance, m), ``"speed"`` (dist / duration, m/s), ``"fell"`` and ``"cmd_vx"``.
+
+Tensors stay batched; the only per-robot Python work is one small dict per finished robot.
+Observations and rewards are float32 numpy views of the simulator's tensors (copied on GPU).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+from go2train.env import Go2Env
+
+
+class Go2VecEnv(VecEnv):
+    render_mode = None
+
+    def __init__(self, env: Go2Env, t_start: float | None = None):
+        self.env = env
+        obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(env.num_obs,), dtype=np.float32)
+        act_space = gym.spaces.Box(-1.0, 1.0, shape=(env.num_actions,), dtype=np.float32)
+        super().__init__(env.n_envs, obs_space, act_space)
+        self.t_start = time.time() if t_start is None else t_start
+        self._actions: torch.Tensor | None = None
+        self.invalid_resets = 0
+
+    # -- helpers
+    def _np(self, t: torch.Tensor) -> np.ndarray:
+        return t.detach().to("cpu").numpy().copy()
+
+    # -- VecEnv API
+    def reset(self) -> np.ndarray:
+        seed = self._seeds[0]
+        if seed is not None:
+            self.env.seed(seed)
+            torch.manual_seed(seed)
+        self._reset_seeds()
+        self._reset_options()
+        return self._np(self.env.reset())
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = torch.as_tensor(actions, dtype=torch.float32, device=self.env.device)
+
+    def step_wait(self):
+        res = self.env.step(self._actions)
+        obs = self._np(res.obs)
+        rewards = self._np(res.reward)
+        done_idx = res.done_idx.tolist()
+        dones = np.zeros(self.num_envs, dtype=bool)
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        if done_idx:
+            self.invalid_resets += int(res.invalid.sum())
+            dones[done_idx] = True
+            term_obs = self._np(res.terminal_obs)
+            ep = res.episodes
+            r, l, dist = ep["r"].tolist(), ep["l"].tolist(), ep["dist"].tolist()
+            truncated = res.truncated[res.done_idx].tolist()
+            cmd = self.env.commands[res.done_idx, 0].tolist()
+            names = list(ep["terms"])
+            terms = torch.stack([ep["terms"][k] for k in names], 1).tolist() if names else [[]] * len(done_idx)
+            t = round(time.time() - self.t_start, 6)
+            dt = self.env.dt
+            for j, i in enumerate(done_idx):
+                infos[i] = {
+                    "terminal_observation": term_obs[j],
+                    "TimeLimit.truncated": bool(truncated[j]),
+                    "episode": {
+                        "r": round(r[j], 6),
+                        "l": int(l[j]),
+                        "t": t,
+                        "dist": dist[j],
+                        "speed": dist[j] / (l[j] * dt),
+                        "fell": not truncated[j],
+                        "cmd_vx": cmd[j],
+                        "terms": dict(zip(names, terms[j])),
+                    },
+                }
+        return obs, rewards, dones, infos
+
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
+        seeds = super().seed(seed)
+        return seeds
+
+    def close(self) -> None:
+        self.env.close()
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        n = len(self._get_indices(indices))
+        return [getattr(self, attr_name)] * n
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        n = len(self._get_indices(indices))
+        return [getattr(self.env, method_name)(*method_args, **method_kwargs)] * n
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False] * len(self._get_indices(indices))
+
+    def _get_indices(self, indices):
+        if indices is None:
+            return range(self.num_envs)
+        if isinstance(indices, int):
+            return [indices]
+        return indices

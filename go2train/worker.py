@@ -1,0 +1,501 @@
+"""The chunk worker: one process trains one chunk, saves it untearably, reports, frees, exits.
+
+``go2train train-chunk`` runs :func:`run`. Sequence:
+
+1. Load config (error → exit ``CONFIG_ERROR``), enable faulthandler into ``logs/worker.log``,
+   start the heartbeat thread (``logs/heartbeat.json``, phase ``starting``).
+2. Build the batched Genesis scene; find the newest valid chunk checkpoint (damaged ones are
+   moved aside) and a newer resume point of the chunk after it, if any; load model + VecNormalize.
+3. Train until the robots have finished ``[chunk] episodes`` more episodes each on average
+   (``episodes * n_envs`` in total since the chunk began), stopping at a rollout boundary. A
+   rolling resume point is written at most every ``[chunk] resume_point_minutes``.
+4. Save ``models/chunk_NNNNNN`` (manifest last), write ``logs/chunks/chunk_NNNNNN.json``, release
+   Genesis and CUDA memory, exit ``CHUNK_DONE`` (or ``RUN_COMPLETE`` past ``max_episodes``).
+
+SIGTERM/SIGINT: stop at the next rollout boundary, write a resume point, exit ``STOPPED``.
+
+Failpoints (testing only; off unless set): ``GO2TRAIN_FAILPOINTS`` (comma-separated) or a file
+``RUN_DIR/failpoints`` (one per line). Syntax ``KIND@CHUNK:STEPS`` with KIND one of ``segv``
+(a real invalid memory access after STEPS batched env steps), ``hang`` (stop making progress),
+``save_crash`` (SIGSEGV in the middle of the next checkpoint write, after the data files are
+written and before the manifest), ``exit`` (exit 1); CHUNK is a milestone or ``*``. Each spec
+fires once per run directory (recorded in ``logs/failpoints.fired``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import logging
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from go2train import checkpoint, exitcodes
+from go2train.config import Config, ConfigError, load
+from go2train.runfiles import RunDir, append_jsonl, atomic_write_json, chunk_name, read_json, read_jsonl
+
+log = logging.getLogger("go2train.worker")
+
+
+# ---------------------------------------------------------------- failpoints
+class Failpoints:
+    KINDS = ("segv", "hang", "save_crash", "exit")
+
+    def __init__(self, rd: RunDir, milestone: int):
+        self.rd = rd
+        self.fired_file = rd.logs / "failpoints.fired"
+        specs = [s.strip() for s in os.environ.get("GO2TRAIN_FAILPOINTS", "").split(",") if s.strip()]
+        fp_file = rd.root / "failpoints"
+        if fp_file.exists():
+            specs += [s.strip() for s in fp_file.read_text().splitlines() if s.strip() and not s.startswith("#")]
+        fired = {str(e.get("spec")) for e in read_jsonl(self.fired_file)}
+        self.armed: list[tuple[str, str, int]] = []
+        for spec in specs:
+            kind, _, rest = spec.partition("@")
+            chunk, _, steps = rest.partition(":")
+            if kind not in self.KINDS or spec in fired:
+                continue
+            if chunk not in ("*", str(milestone)):
+                continue
+            self.armed.append((spec, kind, int(steps or 0)))
+
+    def _fire(self, spec: str) -> None:
+        append_jsonl(self.fired_file, {"spec": spec, "pid": os.getpid(), "time": time.time()})
+        log.warning("failpoint %s fires", spec)
+        for h in logging.getLogger().handlers:
+            h.flush()
+
+    def on_step(self, steps: int) -> None:
+        for spec, kind, at in list(self.armed):
+            if kind in ("segv", "hang", "exit") and steps >= at:
+                self.armed.remove((spec, kind, at))
+                self._fire(spec)
+                if kind == "segv":
+                    ctypes.string_at(0)  # a real SIGSEGV
+                elif kind == "exit":
+                    os._exit(exitcodes.FAILURE)
+                else:
+                    while True:  # hang: no progress; the heartbeat thread keeps the old timesteps
+                        time.sleep(3600)
+
+    def in_save(self) -> None:
+        for spec, kind, at in list(self.armed):
+            if kind == "save_crash":
+                self.armed.remove((spec, kind, at))
+                self._fire(spec)
+                ctypes.string_at(0)
+
+
+# ---------------------------------------------------------------- metrics
+class ChunkStats:
+    """Per-episode accumulators for one chunk (persisted in resume points)."""
+
+    def __init__(self, d: dict[str, Any] | None = None):
+        d = d or {}
+        self.n = int(d.get("n", 0))
+        self.r_sum = float(d.get("r_sum", 0.0))
+        self.r_min = d.get("r_min")
+        self.r_max = d.get("r_max")
+        self.l_sum = float(d.get("l_sum", 0.0))
+        self.speed_sum = float(d.get("speed_sum", 0.0))
+        self.falls = int(d.get("falls", 0))
+        self.terms = dict(d.get("terms", {}))
+
+    def add(self, ep: dict[str, Any]) -> None:
+        r = float(ep["r"])
+        self.n += 1
+        self.r_sum += r
+        self.r_min = r if self.r_min is None else min(self.r_min, r)
+        self.r_max = r if self.r_max is None else max(self.r_max, r)
+        self.l_sum += ep["l"]
+        self.speed_sum += ep["speed"]
+        self.falls += bool(ep["fell"])
+        for k, v in ep["terms"].items():
+            self.terms[k] = self.terms.get(k, 0.0) + v
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def summary(self) -> dict[str, Any]:
+        n = max(self.n, 1)
+        return {
+            "reward_mean": self.r_sum / n,
+            "reward_min": self.r_min,
+            "reward_max": self.r_max,
+            "ep_len_mean": self.l_sum / n,
+            "forward_speed_mean": self.speed_sum / n,
+            "fall_rate": self.falls / n,
+            "reward_terms": {k: v / n for k, v in sorted(self.terms.items())},
+        }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def gpu_mem_mb() -> float | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_reserved() / 2**20
+    except Exception:  # noqa: BLE001
+        pass
+    return None
+
+
+# ---------------------------------------------------------------- the worker
+class Worker:
+    def __init__(self, rd: RunDir, cfg: Config):
+        self.rd = rd
+        self.cfg = cfg
+        self.t0 = time.time()
+        self.phase = "starting"
+        self.milestone = 0  # milestone being trained towards
+        self.prev_milestone = 0
+        self.episodes = 0  # run total of finished episodes
+        self.chunk_start_episodes = 0
+        self.timesteps = 0
+        self.steps_in_process = 0
+        self.sps = 0.0
+        self.n_envs = cfg.env.n_envs
+        self.backend = "?"
+        self.device = "?"
+        self.stop = threading.Event()
+        self.stats = ChunkStats()
+        self.chunk_started = time.time()
+        self.startup_s = 0.0
+        self.train_s_before = 0.0  # train seconds of this chunk in earlier processes
+        self.t_start = time.time()
+        self.model = None
+        self.last_resume_save = time.time()
+        self.failpoints: Failpoints | None = None
+        self._monitor = None
+
+    # -- heartbeat
+    def heartbeat(self) -> dict[str, Any]:
+        hb = {
+            "pid": os.getpid(),
+            "chunk": self.milestone,
+            "phase": self.phase,
+            "timesteps": self.timesteps,
+            "episodes": self.episodes,
+            "episodes_per_robot": self.episodes / max(self.n_envs, 1),
+            "chunk_start_episodes": self.chunk_start_episodes,
+            "target_episodes": self.target_episodes,
+            "steps_per_s": round(self.sps, 1),
+            "time": time.time(),
+            "started": self.t0,
+            "n_envs": self.n_envs,
+            "backend": self.backend,
+            "device": self.device,
+            "rss_mb": round(peak_rss_mb(), 1),
+            "gpu_mem_mb": gpu_mem_mb(),
+        }
+        atomic_write_json(self.rd.heartbeat, hb)
+        return hb
+
+    def _heartbeat_loop(self) -> None:
+        last_t, last_steps = time.time(), self.timesteps
+        while not self.stop.wait(self.cfg.chunk.heartbeat_s):
+            now, steps = time.time(), self.timesteps
+            if now > last_t and self.phase == "training":
+                self.sps = (steps - last_steps) / (now - last_t)
+            last_t, last_steps = now, steps
+            try:
+                self.heartbeat()
+            except OSError as exc:  # a full disk must not kill training
+                log.warning("heartbeat not written: %s", exc)
+
+    @property
+    def target_episodes(self) -> int:
+        return self.chunk_start_episodes + self.cfg.chunk.episodes * self.n_envs
+
+    # -- model I/O
+    def _load(self, manifest: dict[str, Any], venv):
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        from go2train.ppo import ChunkedPPO, apply_schedule, ppo_kwargs, resolve_device
+
+        p = self.cfg.ppo
+        stored_obs = ((manifest.get("config") or {}).get("env") or {}).get("gait_period_steps", 0) > 0
+        if stored_obs != (self.cfg.env.gait_period_steps > 0):
+            raise ConfigError(
+                f"[env] gait_period_steps changes the observation layout of checkpoint {manifest.get('name')}; "
+                "start a new run directory"
+            )
+        vn = VecNormalize.load(str(checkpoint.model_path(self.rd, manifest, "vecnorm")), venv)
+        vn.training = True
+        vn.norm_obs, vn.norm_reward, vn.clip_obs, vn.gamma = p.normalize_obs, p.normalize_reward, p.clip_obs, p.gamma
+        model = ChunkedPPO.load(
+            str(checkpoint.model_path(self.rd, manifest, "model")),
+            env=vn,
+            device=resolve_device(p),
+            tensorboard_log=str(self.rd.tensorboard),
+            **ppo_kwargs(p, venv.num_envs),
+        )
+        apply_schedule(model, p)
+        return model
+
+    def save(self, name: str, kind: str) -> dict[str, Any]:
+        model, vn = self.model, self.model.get_env()
+        if self._monitor is not None:
+            self._monitor.file_handler.flush()
+            os.fsync(self._monitor.file_handler.fileno())
+        meta = {
+            "kind": kind,
+            "chunk": self.milestone if kind == "chunk" else self.prev_milestone,
+            "target_chunk": self.milestone,
+            "episodes_total": self.episodes,
+            "chunk_start_episodes": self.chunk_start_episodes,
+            "timesteps": int(model.num_timesteps),
+            "n_envs": self.n_envs,
+            "lr": model.current_lr(),
+            "monitor_bytes": self.rd.monitor_csv.stat().st_size if self.rd.monitor_csv.exists() else 0,
+            "chunk_stats": self.stats.to_dict(),
+            "chunk_started": self.chunk_started,
+            "wall": {
+                "startup_s": self.startup_s,
+                "train_s": self.train_s_before + (time.time() - self.train_t0),
+            },
+            "config": self.cfg.to_dict(),
+            "run": {"t_start": self.t_start, "run_name": "go2train"},
+        }
+        writers = {
+            "model": lambda p: _write_with(p, model.save),
+            "vecnorm": lambda p: vn.save(str(p)),
+        }
+        return checkpoint.save(self.rd, name, writers, meta, before_manifest=self.failpoints.in_save)
+
+    # -- callbacks from ChunkedPPO
+    def on_step(self, locals_: dict[str, Any]) -> bool:
+        self.steps_in_process += 1
+        self.timesteps = int(self.model.num_timesteps)
+        infos = locals_["infos"]
+        for i in locals_["dones"].nonzero()[0]:
+            ep = infos[i]["episode"]
+            self.episodes += 1
+            self.stats.add(ep)
+            if self._monitor is not None:
+                self._monitor.write_row({"r": ep["r"], "l": ep["l"], "t": ep["t"], "dist": round(ep["dist"], 4),
+                                         "fell": int(ep["fell"])})
+        self.failpoints.on_step(self.steps_in_process)
+        return True
+
+    def on_safe_point(self) -> None:
+        """Between rollouts: stop when the chunk is done or a stop was asked; roll the resume point."""
+        self.timesteps = int(self.model.num_timesteps)
+        if self.episodes >= self.target_episodes:
+            self.model.request_stop()
+            return
+        if self.stop_requested:
+            self.phase = "saving"
+            self.save(checkpoint.RESUME, "resume")
+            log.info("stop requested: resume point written at %d timesteps", self.timesteps)
+            self.model.request_stop()
+            return
+        if time.time() - self.last_resume_save >= self.cfg.chunk.resume_point_minutes * 60:
+            self.save(checkpoint.RESUME, "resume")
+            self.last_resume_save = time.time()
+            log.info("resume point written at %d timesteps", self.timesteps)
+
+    # -- main
+    stop_requested = False
+
+    def _on_signal(self, signum, _frame) -> None:
+        log.info("received %s: stopping at the next safe point", signal.Signals(signum).name)
+        self.stop_requested = True
+
+    def run(self) -> int:
+        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.monitor import ResultsWriter
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        from go2train.env import Go2Env, init_genesis, release_genesis
+        from go2train.ppo import make_ppo, resolve_device
+        from go2train.vecenv import Go2VecEnv
+
+        cfg, rd = self.cfg, self.rd
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        hb = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self.heartbeat()
+        hb.start()
+
+        self.backend = init_genesis(cfg.env.backend, seed=cfg.env.seed)
+        self.device = resolve_device(cfg.ppo)
+        if cfg.ppo.torch_threads:
+            import torch
+
+            torch.set_num_threads(cfg.ppo.torch_threads)
+        env = Go2Env(cfg)
+        venv = Go2VecEnv(env)
+
+        # Resume: newest valid chunk, then a newer resume point of the chunk after it.
+        manifest, model = checkpoint.newest_valid_chunk(
+            rd, lambda m: self._load(m, venv), log=log.warning, fatal=(ConfigError,)
+        )
+        self.prev_milestone = manifest["chunk"] if manifest else 0
+        base = manifest
+        resume = None
+        if (rd.models / f"{checkpoint.RESUME}.json").exists():
+            rm = read_json(rd.models / f"{checkpoint.RESUME}.json", {}) or {}
+            if rm.get("chunk") == self.prev_milestone and rm.get("timesteps", -1) > (manifest or {}).get("timesteps", -1):
+                try:
+                    checkpoint.verify(rd, checkpoint.RESUME)
+                    model = self._load(rm, venv)
+                    resume = rm
+                except Exception as exc:  # noqa: BLE001
+                    dest = checkpoint.move_aside(rd, checkpoint.RESUME, f"damaged resume point: {exc}")
+                    log.warning("resume point damaged (%s); moved to %s", exc, dest)
+        src = resume or base
+        if cfg.chunk.max_episodes and self.prev_milestone >= cfg.chunk.max_episodes:
+            log.info("run complete: chunk %d reached max_episodes %d", self.prev_milestone, cfg.chunk.max_episodes)
+            self.stop.set()
+            self.phase = "exiting"
+            self.heartbeat()
+            release_genesis()
+            return exitcodes.RUN_COMPLETE
+        if src is None:
+            log.info("no checkpoint: fresh start")
+            vn = VecNormalize(venv, norm_obs=cfg.ppo.normalize_obs, norm_reward=cfg.ppo.normalize_reward,
+                              clip_obs=cfg.ppo.clip_obs, gamma=cfg.ppo.gamma)
+            model = make_ppo(cfg.ppo, vn, tensorboard_log=str(rd.tensorboard), seed=cfg.ppo.seed)
+        else:
+            self.episodes = int(src["episodes_total"])
+            self.t_start = float(src.get("run", {}).get("t_start", self.t_start))
+            log.info("resuming from %s (%d timesteps, %d episodes)", src["name"], src["timesteps"], self.episodes)
+        venv.t_start = self.t_start
+        if resume:
+            self.chunk_start_episodes = int(resume["chunk_start_episodes"])
+            self.stats = ChunkStats(resume.get("chunk_stats"))
+            self.train_s_before = float(resume.get("wall", {}).get("train_s", 0.0))
+            self.chunk_started = float(resume.get("chunk_started", time.time()))
+        else:
+            self.chunk_start_episodes = self.episodes
+        self.milestone = self.prev_milestone + cfg.chunk.episodes
+        self.failpoints = Failpoints(rd, self.milestone)
+
+        # monitor.csv continues exactly where the checkpoint left it (no duplicated rows).
+        offset = int(src.get("monitor_bytes", 0)) if src else 0
+        if rd.monitor_csv.exists() and rd.monitor_csv.stat().st_size > offset:
+            with open(rd.monitor_csv, "r+b") as f:
+                f.truncate(offset)
+        fresh_csv = not rd.monitor_csv.exists() or offset == 0
+        self._monitor = ResultsWriter(str(rd.monitor_csv), header={"t_start": self.t_start, "env_id": "go2train"},
+                                      extra_keys=("dist", "fell"), override_existing=fresh_csv)
+
+        seed = cfg.ppo.seed + self.milestone
+        model.set_random_seed(seed)
+        env.seed(seed)
+        model._last_obs = None  # start fresh episodes in this process
+        self.model = model
+        model.on_safe_point = self.on_safe_point
+        self.timesteps = int(model.num_timesteps)
+        self.startup_s = time.time() - self.t0
+        log.info("chunk %s: target %d episodes (%d robots), start-up %.1f s",
+                 chunk_name(self.milestone), self.target_episodes, self.n_envs, self.startup_s)
+
+        worker = self
+
+        class _Cb(BaseCallback):
+            def _on_step(self) -> bool:
+                return worker.on_step(self.locals)
+
+        self.phase = "training"
+        self.train_t0 = time.time()
+        self.last_resume_save = time.time()
+        if self.stop_requested:
+            model.request_stop()
+        self.heartbeat()
+        model.learn(total_timesteps=10**15, callback=_Cb(), tb_log_name="go2train", reset_num_timesteps=False)
+        train_s = time.time() - self.train_t0
+        if self.stop_requested and self.episodes < self.target_episodes:
+            self.stop.set()
+            self.phase = "exiting"
+            self.heartbeat()
+            release_genesis()
+            return exitcodes.STOPPED
+
+        # Save the chunk.
+        self.phase = "saving"
+        self.heartbeat()
+        t_save = time.time()
+        manifest = self.save(chunk_name(self.milestone), "chunk")
+        save_s = time.time() - t_save
+        metrics = {
+            "chunk": self.milestone,
+            "episodes": self.episodes - self.chunk_start_episodes,
+            "episodes_total": self.episodes,
+            "timesteps": manifest["timesteps"] - int((base or {}).get("timesteps", 0)),
+            "timesteps_total": manifest["timesteps"],
+            **self.stats.summary(),
+            "steps_per_s": (manifest["timesteps"] - int((src or {}).get("timesteps", 0))) / max(train_s, 1e-9),
+            "startup_s": self.startup_s,
+            "train_s": self.train_s_before + train_s,
+            "save_s": save_s,
+            "peak_rss_mb": peak_rss_mb(),
+            "peak_gpu_mb": gpu_mem_mb(),
+            "command_vx": cfg.env.command_vx,
+            "n_envs": self.n_envs,
+            "invalid_resets": venv.invalid_resets,
+            "lr": model.current_lr(),
+            "started": self.chunk_started,
+            "finished": time.time(),
+            "backend": self.backend,
+            "resumed_from": (src or {}).get("name"),
+        }
+        atomic_write_json(rd.chunk_metrics(self.milestone), metrics)
+        log.info("chunk %s done: %d episodes, reward %.2f, speed %.3f m/s, %.0f steps/s, save %.2f s",
+                 chunk_name(self.milestone), metrics["episodes"], metrics["reward_mean"],
+                 metrics["forward_speed_mean"], metrics["steps_per_s"], save_s)
+        self.stop.set()
+        self.phase = "exiting"
+        self.heartbeat()
+        self._monitor.close()
+        release_genesis()
+        if cfg.chunk.max_episodes and self.milestone >= cfg.chunk.max_episodes:
+            return exitcodes.RUN_COMPLETE
+        return exitcodes.CHUNK_DONE
+
+
+def _write_with(path: Path, save) -> None:
+    """Call ``save(file)`` on an open binary file (SB3 would otherwise append '.zip' to the name)."""
+    with open(path, "wb") as f:
+        save(f)
+
+
+def setup_logging(rd: RunDir) -> Any:
+    rd.make()
+    fh = open(rd.worker_log, "a", buffering=1)
+    faulthandler.enable(file=fh, all_threads=True)
+    handler = logging.StreamHandler(fh)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+    err = logging.StreamHandler(sys.stderr)
+    err.setFormatter(logging.Formatter("go2train worker: %(levelname)s %(message)s"))
+    root = logging.getLogger("go2train")
+    root.handlers[:] = [handler, err]
+    root.setLevel(logging.INFO)
+    return fh
+
+
+def run(run_dir: Path, config_path: Path | None) -> int:
+    rd = RunDir.at(run_dir)
+    try:
+        cfg = load(config_path, rd.root)
+    except ConfigError as exc:
+        print(f"go2train: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG_ERROR
+    setup_logging(rd)
+    log.info("worker %d starting in %s", os.getpid(), rd.root)
+    try:
+        return Worker(rd, cfg).run()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return exitcodes.CONFIG_ERROR
