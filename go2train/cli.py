@@ -47,11 +47,91 @@ def check_run_dir(run_dir: Path, must_exist: bool = True) -> Path:
     return run_dir
 
 
+# --- daemon (the supervisor package; no torch/genesis on this path) --------------------------
+@daemon_app.command("start")
+def daemon_start(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Start the supervisor detached (own session, output in logs/daemon.log); print its pid."""
+    from supervisor import control
+
+    run_dir = check_run_dir(run_dir)
+    load_config(config, run_dir)  # bad config: one line, exit 2, nothing written
+    raise typer.Exit(control.start(run_dir, config))
+
+
+@daemon_app.command("run")
+def daemon_run(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Run the supervisor in the foreground (systemd, containers, tmux)."""
+    from supervisor import control
+
+    run_dir = check_run_dir(run_dir)
+    cfg = load_config(config, run_dir)
+    raise typer.Exit(control.run_foreground(run_dir, config, cfg))
+
+
+@daemon_app.command("stop")
+def daemon_stop(
+    run_dir: Path = RunDirOpt,
+    timeout: Optional[float] = typer.Option(
+        None, "--timeout", min=0, help="Seconds to wait before killing (default: stop_timeout_s + 10)."
+    ),
+) -> None:
+    """Stop the daemon gracefully (worker writes its resume point); kill after the timeout."""
+    from supervisor import control
+
+    run_dir = check_run_dir(run_dir)
+    if timeout is None:
+        try:  # a broken config must not prevent stopping
+            timeout = load(None, run_dir).supervisor.stop_timeout_s + 10.0
+        except ConfigError:
+            timeout = 70.0
+    raise typer.Exit(control.stop(run_dir, timeout))
+
+
+@daemon_app.command("status")
+def daemon_status(run_dir: Path = RunDirOpt) -> None:
+    """One line: state, pid, chunk, restarts. Exit 0 running, 3 not running, 1 FATAL."""
+    from supervisor import control
+
+    raise typer.Exit(control.status(check_run_dir(run_dir)))
+
+
 @config_app.command("show")
 def config_show(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Print the effective configuration as JSON."""
     cfg = load_config(config, run_dir)
     typer.echo(cfg.to_json())
+
+
+# --- worker and benchmark (import torch/genesis inside) ---------------------------------------
+@app.command("train-chunk")
+def train_chunk(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Train one chunk in this process (the supervisor runs this; exit codes: docs/CONTRACTS.md)."""
+    from go2train import worker
+
+    run_dir = check_run_dir(run_dir)
+    load_config(config, run_dir)
+    raise typer.Exit(worker.run(run_dir, config))
+
+
+@app.command("bench")
+def bench(
+    run_dir: Path = RunDirOpt,
+    config: Optional[Path] = ConfigOpt,
+    n_envs: Optional[str] = typer.Option(None, "--n-envs", help="Comma-separated N values (default: [env] n_envs)."),
+    seconds: float = typer.Option(10.0, "--seconds", min=1.0, help="Seconds per measurement."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Measure env-steps/s: raw scene.step, the VecEnv, and SB3 PPO learn(); plus start-up time."""
+    from go2train import bench as bench_mod
+
+    cfg = load_config(config, check_run_dir(run_dir))
+    try:
+        ns = [int(x) for x in n_envs.split(",")] if n_envs else [cfg.env.n_envs]
+    except ValueError:
+        fail(f"--n-envs must be comma-separated integers, got {n_envs!r}")
+    if any(n < 1 for n in ns):
+        fail(f"--n-envs values must be >= 1, got {n_envs!r}")
+    raise typer.Exit(bench_mod.main(cfg, ns, seconds, json_out))
 
 
 @app.command("status")
