@@ -187,9 +187,20 @@ def _rss_mb(proc: Any) -> float | None:
         return None
 
 
+def notable(ev: dict) -> bool:
+    """Events worth a line on the screen: not state changes (the header shows the state) and not
+    routine memory records (a GPU leak is shown)."""
+    kind = ev.get("event")
+    if kind == "state":
+        return False
+    if kind == "memory":
+        return bool(ev.get("gpu_leak"))
+    return True
+
+
 @dataclass
 class _EventTail:
-    """Incremental reader of events.jsonl: keeps the last events and every restart time."""
+    """Incremental reader of events.jsonl: keeps the last notable events and every restart time."""
 
     offset: int = 0
     pending: bytes = b""
@@ -227,8 +238,9 @@ class _EventTail:
                 continue
             if ev.get("event") == "restart" and num(ev.get("time")) is not None:
                 bisect.insort(self.restart_times, float(ev["time"]))
-            self.last.append(ev)
-        del self.last[:-N_EVENTS * 4]
+            if notable(ev):
+                self.last.append(ev)
+        del self.last[:-N_EVENTS]
 
 
 class Reader:
@@ -566,9 +578,10 @@ def _current(snap: dict, width: int = 120) -> Panel:
     grid.add_column(no_wrap=True)
     grid.add_column(no_wrap=True)
     grid.add_column(no_wrap=True, overflow="ellipsis")
-    bar = ProgressBar(total=1.0, completed=frac or 0.0, width=max(10, min(30, width - 90)),
-                      complete_style="green" if live else "grey50",
-                      finished_style="green" if live else "grey50")
+    bar: RenderableType = ProgressBar(
+        total=1.0, completed=frac or 0.0, width=max(10, min(30, width - 90)),
+        complete_style="green" if live else "grey50", finished_style="green" if live else "grey50",
+    ) if frac is not None else Text("")
     pct = f"{100 * frac:.0f}%" if frac is not None else "—"
     eps = f"{fmt_int(p.get('episodes_done'))} / {fmt_int(p.get('episodes_needed'))} episodes"
     if live:
@@ -683,6 +696,20 @@ def _terms(snap: dict) -> Table:
     return t
 
 
+_TELLING = re.compile(r"error|fault|exception|killed|abort|out of memory|assert", re.I)
+
+
+def _telling_line(tail: Any) -> str | None:
+    """The stderr line that says most: the last one naming an error or fault, else the last."""
+    if not isinstance(tail, str):
+        return None
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if _TELLING.search(ln) and not ln.startswith("File "):
+            return ln
+    return lines[-1] if lines else None
+
+
 def _event_text(ev: dict) -> tuple[str, Text]:
     kind = str(ev.get("event", "?"))
     t = Text()
@@ -693,9 +720,9 @@ def _event_text(ev: dict) -> tuple[str, Text]:
         t.append(f"pid {ev.get('pid')} ")
         t.append(f"{sig or 'code ' + str(ev.get('code'))}", style="bold red" if bad else "green")
         t.append(f" {reason or ''} after {fmt_duration(num(ev.get('duration_s')))}")
-        tail = ev.get("stderr_tail")
-        if bad and isinstance(tail, str) and tail.strip():
-            t.append(f" · {tail.strip().splitlines()[-1][:80]}", style="dim")
+        line = _telling_line(ev.get("stderr_tail")) if bad else None
+        if line:
+            t.append(f" · {line[:100]}", style="dim")
     elif kind == "restart":
         t.append(f"restart in {fmt_duration(num(ev.get('delay_s')))} (consecutive {ev.get('consecutive')})", style="yellow")
     elif kind == "hang":

@@ -78,7 +78,8 @@ def make_run(root: Path, kind: str = "running", now: float | None = None) -> Pat
          "duration_s": 412.5, "reason": "chunk_done"},
         {"time": chunks[0]["finished"] + 60, "event": "exit", "pid": 5000002, "code": -11,
          "signal": "SIGSEGV", "duration_s": 55.0, "reason": "crash",
-         "stderr_tail": "Segmentation fault (core dumped)"},
+         "stderr_tail": "Fatal Python error: Segmentation fault\n\nThread 0x1 (most recent call first):\n"
+                        '  File "env.py", line 10 in step\n'},
         {"time": chunks[0]["finished"] + 61, "event": "restart", "delay_s": 2.0, "consecutive": 1},
         {"time": chunks[0]["finished"] + 63, "event": "start", "pid": 5000003, "chunk": 100, "attempt": 2},
         {"time": chunks[1]["finished"] + 1, "event": "render", "chunk": 100, "ok": True, "seconds": 42.0,
@@ -189,7 +190,9 @@ def test_running(tmp_path):
     assert any(ch in text for ch in "▁▂▃▄▅▆▇█")
     assert "reward terms, chunk 150" in text and "height" in text and "+8.55" in text
     assert "SIGSEGV" in text and "restart in 2s (consecutive 1)" in text
+    assert "crash after 55s · Fatal Python error" in text  # the telling stderr line
     assert "video of chunk 100 in 42s" in text
+    assert "RUNNING ← STARTING" not in text and "peak RSS" not in text  # routine: not listed
     assert "memory now" in text and "supervisor " in text and f"worker" in text
     assert "needs you" not in text  # nothing to warn about
 
@@ -311,6 +314,14 @@ def test_broken_files_never_crash(tmp_path):
     assert "150" in text and "—" in text
 
 
+def test_events_listed_are_the_notable_ones():
+    assert not tui.notable({"event": "state", "state": "RUNNING"})
+    assert not tui.notable({"event": "memory", "peak_rss_mb": 1.0, "gpu_leak": False})
+    assert tui.notable({"event": "memory", "peak_rss_mb": 1.0, "gpu_leak": True})
+    for kind in ("exit", "restart", "hang", "render", "start", "fatal", "warning"):
+        assert tui.notable({"event": kind})
+
+
 def test_reader_picks_up_new_files(tmp_path):
     now = time.time()
     run = make_run(tmp_path, "running", now)
@@ -346,7 +357,7 @@ def test_cli_json(tmp_path):
     assert data["heartbeat"]["chunk"] == 200
     assert [c["chunk"] for c in data["chunks"]] == [50, 100, 150]
     assert data["chunks"][1]["video"] is True and data["chunks"][1]["restarts"] == 1
-    assert data["events"][-1]["event"] == "state"
+    assert data["events"][-1]["event"] == "fatal"
     assert data["warnings"][0]["kind"] == "fatal"
 
 
@@ -454,3 +465,76 @@ def test_tmux_live_screen_and_q(tmp_path):
         assert done.read_text().strip() == "0"
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=5)
+
+
+def _daemon_available() -> str | None:
+    """Why the real-daemon smoke test cannot run, or None."""
+    if shutil.which("tmux") is None:
+        return "tmux is not installed (apt-get install -y tmux)"
+    if not (Path(__file__).parent / "fake_worker.py").exists():
+        return "tests/fake_worker.py (the supervisor's contract-honouring fake worker) is missing"
+    r = subprocess.run([str(GO2TRAIN), "daemon", "--help"], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0 or " start " not in r.stdout or " stop " not in r.stdout:
+        return "`go2train daemon start/stop` is not available yet"
+    return None
+
+
+def test_tmux_with_a_real_daemon(tmp_path):
+    """The real supervisor, driving the fake worker (a chunk, a SIGSEGV, a chunk, then a long
+    one), watched by `go2train status` in a real terminal."""
+    why = _daemon_available()
+    if why:
+        pytest.skip(why)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "fake_script.json").write_text(json.dumps({
+        "episodes": 50, "default": {"do": "long"},
+        "attempts": [{"do": "ok", "train_s": 0.3}, {"do": "signal", "sig": "SIGSEGV", "after": 0.2},
+                     {"do": "ok", "train_s": 0.3}]}))
+    (run / "go2train.toml").write_text("[supervisor]\nbackoff_initial_s = 0.2\n[video]\nevery_episodes = 50\n")
+    fake = str(Path(__file__).parent / "fake_worker.py")
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TMUX")}
+    env.update(
+        TERM="xterm-256color",
+        GO2TRAIN_WORKER_CMD=json.dumps([sys.executable, fake, "worker", "{run_dir}"]),
+        GO2TRAIN_RENDER_CMD=json.dumps([sys.executable, fake, "render", "{run_dir}", "{chunk}"]),
+        GO2TRAIN_GPU_PROBE_CMD="[]",
+    )
+    sock = str(tmp_path / "tmux.sock")
+    tmux = ["tmux", "-S", sock]
+    done = tmp_path / "exit_code"
+    r = subprocess.run([str(GO2TRAIN), "daemon", "start", "--run-dir", str(run)], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline and not (run / "logs/chunks/chunk_000100.json").exists():
+            time.sleep(0.1)
+        assert (run / "logs/chunks/chunk_000100.json").exists(), "the daemon made no second chunk"
+        subprocess.run([*tmux, "new-session", "-d", "-s", "status", "-x", "120", "-y", "40",
+                        f"{GO2TRAIN} status --run-dir {run}; echo $? > {done}"],
+                       check=True, env=env, timeout=10)
+        text = ""
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            time.sleep(0.3)
+            text = subprocess.run([*tmux, "capture-pane", "-p", "-t", "status"], capture_output=True,
+                                  text=True, timeout=5).stdout
+            if "RUNNING" in text and "chunk → 150" in text and "video of chunk 100" in text:
+                break
+        (tmp_path / "screen.txt").write_text(text)
+        assert "RUNNING" in text and "(alive)" in text, text
+        assert "chunk → 150" in text  # the long third attempt
+        assert "restarts 1 total" in text
+        assert chunk_row(text, 100).split()[-1] == "✓"  # fake render wrote videos/chunk_000100.mp4
+        assert "SIGSEGV" in text and "restart in" in text
+        assert "worker " in text and "(pid " in text  # memory of the live worker
+        subprocess.run([*tmux, "send-keys", "-t", "status", "q"], check=True, timeout=5)
+        deadline = time.time() + 5
+        while time.time() < deadline and not done.exists():
+            time.sleep(0.1)
+        assert done.exists() and done.read_text().strip() == "0"
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=5)
+        subprocess.run([str(GO2TRAIN), "daemon", "stop", "--run-dir", str(run), "--timeout", "10"],
+                       env=env, capture_output=True, timeout=30)
