@@ -190,7 +190,8 @@ def test_running(tmp_path):
     assert any(ch in text for ch in "▁▂▃▄▅▆▇█")
     assert "reward terms, chunk 150" in text and "height" in text and "+8.55" in text
     assert "SIGSEGV" in text and "restart in 2s (consecutive 1)" in text
-    assert "crash after 55s · Fatal Python error" in text  # the telling stderr line
+    wide = screen(tmp_path, width=170, now=now)
+    assert "crash after 55s · Fatal Python error: Segmentation fault" in wide  # the telling line
     assert "video of chunk 100 in 42s" in text
     assert "RUNNING ← STARTING" not in text and "peak RSS" not in text  # routine: not listed
     assert "memory now" in text and "supervisor " in text and f"worker" in text
