@@ -226,6 +226,7 @@ class Supervisor:
                     self._render(chunk)
                 continue
             if res.reason == "run_complete":
+                self.policy.success()
                 self._set_state("DONE")
                 return 0
             if res.stopping:

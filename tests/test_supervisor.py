@@ -1,0 +1,430 @@
+"""The supervisor with real processes and real signals, driven by tests/fake_worker.py (a stand-in
+that honours docs/CONTRACTS.md in a fraction of a second) and tiny [supervisor] timings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from go2train.runfiles import read_json, read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+FAKE = str(ROOT / "tests" / "fake_worker.py")
+
+pytestmark = pytest.mark.timeout(60)
+
+SUP_DEFAULTS = dict(
+    backoff_initial_s=0.1, backoff_max_s=0.3, crash_loop_max=20, crash_loop_window_s=600.0,
+    hang_timeout_s=5.0, startup_timeout_s=5.0, stop_timeout_s=2.0, poll_s=0.05,
+)
+
+
+def make_run(tmp_path: Path, attempts, default=None, render=None, gpu=None, sup=None, video=None) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    s = {**SUP_DEFAULTS, **(sup or {})}
+    v = {"every_episodes": 0, "timeout_s": 5.0, **(video or {})}
+    lines = ["[chunk]", "episodes = 50", "", "[supervisor]"]
+    lines += [f"{k} = {val!r}" for k, val in s.items()]
+    lines += ["", "[video]"] + [f"{k} = {val!r}" for k, val in v.items()]
+    (run / "go2train.toml").write_text("\n".join(lines) + "\n")
+    script = {"episodes": 50, "attempts": attempts, "default": default or {"do": "done"},
+              "render": render or {}, "gpu": gpu or [None]}
+    (run / "fake_script.json").write_text(json.dumps(script))
+    return run
+
+
+def env_for(run: Path, gpu: bool = False) -> dict[str, str]:
+    env = dict(os.environ)
+    env["GO2TRAIN_WORKER_CMD"] = json.dumps([PY, FAKE, "worker", "{run_dir}"])
+    env["GO2TRAIN_RENDER_CMD"] = json.dumps([PY, FAKE, "render", "{run_dir}", "{chunk}"])
+    env["GO2TRAIN_GPU_PROBE_CMD"] = json.dumps([PY, FAKE, "gpu", "{run_dir}"] if gpu else [])
+    return env
+
+
+def cli(*args, env=None, timeout=30):
+    return subprocess.run([PY, "-m", "go2train", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, start_new_session=True)
+
+
+def run_daemon(run: Path, env=None, timeout=40):
+    """`daemon run` in the foreground until it exits; returns (rc, seconds)."""
+    t0 = time.monotonic()
+    res = cli("daemon", "run", "--run-dir", str(run), env=env or env_for(run), timeout=timeout)
+    return res.returncode, time.monotonic() - t0
+
+
+def spawn_daemon(run: Path, env=None) -> subprocess.Popen:
+    return subprocess.Popen([PY, "-m", "go2train", "daemon", "run", "--run-dir", str(run)],
+                            env=env or env_for(run), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def events(run: Path, name: str | None = None):
+    evs = read_jsonl(run / "logs" / "events.jsonl")
+    return [e for e in evs if name is None or e["event"] == name]
+
+
+def state(run: Path) -> dict:
+    return read_json(run / "logs" / "state.json") or {}
+
+
+def fake_log(run: Path):
+    return read_jsonl(run / "fake_log.jsonl")
+
+
+def wait_for(pred, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        val = pred()
+        if val:
+            return val
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def procs_mentioning(path: Path):
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if p.pid != os.getpid() and str(path) in " ".join(p.info["cmdline"] or []):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(tmp_path):
+    yield
+    for p in procs_mentioning(tmp_path):  # never leave a test's processes behind, even on failure
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+# ---------------------------------------------------------------------- restart policy
+def test_crashes_restart_with_capped_exponential_backoff_that_resets_after_a_chunk(tmp_path):
+    run = make_run(tmp_path, [
+        {"do": "signal", "sig": "SIGSEGV"}, {"do": "signal", "sig": "SIGABRT"},
+        {"do": "signal", "sig": "SIGBUS"}, {"do": "exit", "code": 139}, {"do": "exit", "code": 1},
+        {"do": "ok"}, {"do": "signal", "sig": "SIGKILL"},
+    ], default={"do": "done"}, sup={"backoff_initial_s": 0.1, "backoff_max_s": 0.3})
+    rc, _ = run_daemon(run)
+    assert rc == 0
+    exits = events(run, "exit")
+    assert [(e["code"], e["signal"], e["reason"]) for e in exits] == [
+        (-11, "SIGSEGV", "crash"), (-6, "SIGABRT", "crash"), (-7, "SIGBUS", "crash"),
+        (139, "SIGSEGV", "crash"), (1, None, "failure"), (0, None, "chunk_done"),
+        (-9, "SIGKILL", "crash"), (3, None, "run_complete"),
+    ]
+    # stderr tails of failures: the worker's own lines, and faulthandler's report of the segfault
+    assert "fake worker attempt 1" in exits[0]["stderr_tail"]
+    assert "Segmentation fault" in exits[0]["stderr_tail"]
+    assert "exiting with 1" in exits[4]["stderr_tail"]
+    assert "stderr_tail" not in exits[5] and "stderr_tail" not in exits[7]
+    restarts = events(run, "restart")
+    assert [r["delay_s"] for r in restarts] == [0.1, 0.2, 0.3, 0.3, 0.3, 0.1]
+    assert [r["consecutive"] for r in restarts] == [1, 2, 3, 4, 5, 1]
+    starts = events(run, "start")
+    assert [s["attempt"] for s in starts] == [1, 2, 3, 4, 5, 6, 1, 2]
+    assert [s["chunk"] for s in starts] == [50] * 6 + [100, 100]
+    # the backoff is really waited: restart event -> next start >= delay (and not much more)
+    for r in restarts:
+        nxt = next(s for s in starts if s["time"] > r["time"])
+        assert r["delay_s"] - 0.01 <= nxt["time"] - r["time"] <= r["delay_s"] + 1.0
+    mem = events(run, "memory")
+    assert len(mem) == 8 and all(m["peak_rss_mb"] > 1 for m in mem)
+    assert all(m["gpu_before_mb"] is None and m["gpu_leak"] is False for m in mem)
+    st = state(run)
+    assert st["state"] == "DONE" and st["restarts"] == {"total": 6, "consecutive": 0}
+    assert st["last_exit"]["reason"] == "run_complete" and st["worker_pid"] is None
+    states = [e["state"] for e in events(run, "state")]
+    assert states[0] == "STARTING" and states[-1] == "DONE" and states.count("BACKOFF") == 6
+    for i, s in enumerate(states):  # every BACKOFF is left for a new start
+        if s == "BACKOFF":
+            assert states[i + 1] == "STARTING"
+
+
+def test_crash_loop_goes_fatal_with_the_reason(tmp_path):
+    run = make_run(tmp_path, [], default={"do": "exit", "code": 1},
+                   sup={"crash_loop_max": 3, "backoff_initial_s": 0.05, "backoff_max_s": 0.05})
+    rc, secs = run_daemon(run)
+    assert rc == 1
+    assert len(events(run, "start")) == 4 and len(events(run, "restart")) == 3
+    (fatal,) = events(run, "fatal")
+    assert "crash loop: 4 failures within 600 s" in fatal["reason"]
+    assert "crash_loop_max = 3" in fatal["reason"] and "exit code 1" in fatal["reason"]
+    st = state(run)
+    assert st["state"] == "FATAL" and st["fatal_reason"] == fatal["reason"]
+    assert st["restarts"] == {"total": 3, "consecutive": 4}
+    res = cli("daemon", "status", "--run-dir", str(run))
+    assert res.returncode == 1 and res.stdout.startswith("FATAL") and "crash loop" in res.stdout
+    assert len(res.stdout.strip().splitlines()) == 1
+
+
+def test_config_error_is_fatal_at_once_without_retry(tmp_path):
+    run = make_run(tmp_path, [{"do": "exit", "code": 2}], default={"do": "ok"})
+    rc, secs = run_daemon(run)
+    assert rc == 1 and secs < 10
+    assert len(events(run, "start")) == 1 and events(run, "restart") == []
+    (ex,) = events(run, "exit")
+    assert (ex["code"], ex["reason"]) == (2, "config_error")
+    st = state(run)
+    assert st["state"] == "FATAL"
+    assert st["fatal_reason"] == "worker exited with code 2 (configuration error): fake worker: exiting with 2"
+    assert len(fake_log(run)) == 1  # never retried
+
+
+# ---------------------------------------------------------------------- watchdog
+def test_hang_kills_the_whole_process_group_and_restarts(tmp_path):
+    run = make_run(tmp_path, [{"do": "hang", "after": 0.2}, {"do": "ok"}], default={"do": "done"},
+                   sup={"hang_timeout_s": 0.5})
+    rc, _ = run_daemon(run)
+    assert rc == 0
+    (hang,) = events(run, "hang")
+    first = events(run, "start")[0]
+    assert hang["pid"] == first["pid"]
+    assert 0.5 <= hang["silent_s"] < 1.5
+    ex = events(run, "exit")[0]
+    assert (ex["code"], ex["signal"], ex["reason"]) == (-9, "SIGKILL", "hang")
+    assert "no progress" in ex["stderr_tail"]
+    grandchild = next(r["grandchild"] for r in fake_log(run) if "grandchild" in r)
+    assert gone(grandchild)  # killed with its group, not just the worker
+    assert any(w["kind"] == "leftover_processes" for w in events(run, "warning"))
+    assert [e["reason"] for e in events(run, "exit")] == ["hang", "chunk_done", "run_complete"]
+    assert (run / "logs" / "chunks" / "chunk_000050.json").exists()
+
+
+def test_startup_phase_gets_startup_timeout_and_a_silent_worker_is_killed(tmp_path):
+    run = make_run(tmp_path, [{"do": "ok", "start_s": 1.0}, {"do": "silent"}], default={"do": "done"},
+                   sup={"hang_timeout_s": 0.4, "startup_timeout_s": 1.6})
+    rc, _ = run_daemon(run)
+    assert rc == 0
+    exits = events(run, "exit")
+    assert [e["reason"] for e in exits] == ["chunk_done", "hang", "run_complete"]
+    assert exits[0]["duration_s"] > 1.0  # 1 s in phase "starting" > hang_timeout_s: not a hang
+    (hang,) = events(run, "hang")
+    assert hang["pid"] == exits[1]["pid"] and 1.6 <= hang["silent_s"] < 3.0
+    # RUNNING only once the worker left phase "starting"
+    start0 = events(run, "start")[0]["time"]
+    running = next(e for e in events(run, "state") if e["state"] == "RUNNING")
+    assert running["time"] - start0 >= 1.0
+
+
+def test_sigstopped_worker_is_caught_as_a_hang(tmp_path):
+    run = make_run(tmp_path, [{"do": "long"}], default={"do": "done"}, sup={"hang_timeout_s": 0.6})
+    sup = spawn_daemon(run)
+    try:
+        wait_for(lambda: state(run).get("state") == "RUNNING", what="RUNNING")
+        wpid = state(run)["worker_pid"]
+        os.kill(wpid, signal.SIGSTOP)
+        t_stop = time.time()
+        assert sup.wait(timeout=20) == 0
+    finally:
+        sup.kill()
+    (hang,) = events(run, "hang")
+    assert hang["pid"] == wpid and 0.4 <= hang["time"] - t_stop < 2.5
+    assert gone(wpid)
+    assert [e["reason"] for e in events(run, "exit")] == ["hang", "run_complete"]
+
+
+# ---------------------------------------------------------------------- milestone videos
+def test_render_crash_or_hang_never_stops_training(tmp_path):
+    run = make_run(
+        tmp_path, [{"do": "ok"}] * 4, default={"do": "done"},
+        render={"50": {"do": "signal", "sig": "SIGSEGV"}, "100": {"do": "hang"}},
+        video={"every_episodes": 100, "timeout_s": 0.8},
+    )
+    rc, _ = run_daemon(run)
+    assert rc == 0
+    renders = events(run, "render")
+    assert [(r["chunk"], r["ok"]) for r in renders] == [(50, False), (100, False), (200, True)]
+    assert renders[0]["error"].startswith("killed by SIGSEGV")
+    assert renders[1]["error"] == "timeout after 0.8 s (killed)" and 0.8 <= renders[1]["seconds"] < 2.0
+    assert renders[2]["error"] is None
+    assert (run / "videos" / "chunk_000200.mp4").exists()
+    grandchild = next(r["grandchild"] for r in fake_log(run) if r.get("render") == 100 and "grandchild" in r)
+    assert gone(grandchild)
+    for c in (50, 100, 150, 200):
+        assert (run / "logs" / "chunks" / f"chunk_{c:06d}.json").exists()
+    assert [e["state"] for e in events(run, "state")].count("RENDERING") == 3
+    assert state(run)["state"] == "DONE"
+
+
+# ---------------------------------------------------------------------- GPU memory
+def test_gpu_memory_not_returning_to_baseline_is_reported(tmp_path):
+    # probe calls: worker 1 before/after (late release: 1400 then 1000), worker 2 before/after
+    # (2000 stays), worker 3 before/after
+    run = make_run(tmp_path, [{"do": "ok"}, {"do": "ok"}], default={"do": "done"},
+                   gpu=[1000, 1400, 1000, 1000, 2000])
+    rc, _ = run_daemon(run, env=env_for(run, gpu=True))
+    assert rc == 0
+    mem = [(m["gpu_before_mb"], m["gpu_after_mb"], m["gpu_leak"]) for m in events(run, "memory")]
+    assert mem == [(1000, 1000, False), (1000, 2000, True), (2000, 2000, False)]
+    (warn,) = [w for w in events(run, "warning") if w["kind"] == "gpu_leak"]
+    assert "1000 MiB" in warn["message"] and "2000 MiB" in warn["message"]
+
+
+# ---------------------------------------------------------------------- signals
+def test_sigterm_stops_gracefully_and_sigkills_a_worker_that_ignores_it(tmp_path):
+    run = make_run(tmp_path, [{"do": "long", "ignore_term": True}], sup={"stop_timeout_s": 0.5})
+    sup = spawn_daemon(run)
+    try:
+        wait_for(lambda: state(run).get("state") == "RUNNING", what="RUNNING")
+        wpid = state(run)["worker_pid"]
+        os.kill(sup.pid, signal.SIGHUP)  # ignored
+        wait_for(lambda: any(w["kind"] == "sighup" for w in events(run, "warning")), what="sighup")
+        assert sup.poll() is None and state(run)["state"] == "RUNNING"
+        t0 = time.monotonic()
+        os.kill(sup.pid, signal.SIGTERM)
+        assert sup.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        sup.kill()
+    assert gone(wpid)
+    (ex,) = events(run, "exit")
+    assert (ex["reason"], ex["signal"]) == ("stopped", "SIGKILL")
+    assert any(w["kind"] == "stop_timeout" for w in events(run, "warning"))
+    assert [e["state"] for e in events(run, "state")][-2:] == ["STOPPING", "STOPPED"]
+    assert state(run)["state"] == "STOPPED" and not (run / "logs" / "daemon.pid").exists()
+
+
+# ---------------------------------------------------------------------- the CLI
+def test_daemon_start_status_second_start_and_stop(tmp_path):
+    run = make_run(tmp_path, [], default={"do": "long"})
+    env = env_for(run)
+    del env["GO2TRAIN_GPU_PROBE_CMD"]  # the real pynvml probe, in its subprocess
+    t0 = time.monotonic()
+    res = cli("daemon", "start", "--run-dir", str(run), env=env)
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - t0 < 3.0
+    pid = json.loads((run / "logs" / "daemon.pid").read_text())["pid"]
+    assert res.stdout.strip() == f"go2train daemon started: pid {pid}, run dir {run}"
+    sup = psutil.Process(pid)
+    assert os.getsid(pid) == pid  # detached: its own session
+    wait_for(lambda: state(run).get("state") == "RUNNING", what="RUNNING")
+
+    res = cli("daemon", "status", "--run-dir", str(run))
+    assert res.returncode == 0
+    assert res.stdout.startswith(f"RUNNING pid {pid} chunk 50 restarts 0 (consecutive 0) worker ")
+
+    for cmd in ("start", "run"):  # one daemon per run directory
+        res = cli("daemon", cmd, "--run-dir", str(run), env=env)
+        assert res.returncode == 1
+        assert res.stderr.strip().splitlines() == [
+            f"go2train: a daemon is already running for {run} (pid {pid})"]
+
+    assert sup.memory_info().rss < 60 * 2**20
+    assert state(run)["supervisor_peak_rss_mb"] < 60
+
+    t0 = time.monotonic()
+    res = cli("daemon", "stop", "--run-dir", str(run))
+    assert res.returncode == 0 and res.stdout.startswith(f"go2train daemon stopped: pid {pid}")
+    assert time.monotonic() - t0 < 5.0
+    assert gone(pid)
+    wait_for(lambda: not procs_mentioning(run), timeout=3, what="no process left")
+    (ex,) = events(run, "exit")
+    assert (ex["code"], ex["reason"]) == (4, "stopped")  # the worker's own graceful stop
+    assert state(run)["state"] == "STOPPED"
+
+    res = cli("daemon", "status", "--run-dir", str(run))
+    assert res.returncode == 3 and res.stdout.startswith("not running (last state STOPPED")
+    res = cli("daemon", "stop", "--run-dir", str(run))
+    assert res.returncode == 1 and res.stderr.strip() == f"go2train: no daemon is running for {run}"
+
+
+def test_kill_9_leaves_a_stale_pid_file_and_the_next_start_adopts_the_run(tmp_path):
+    run = make_run(tmp_path, [], default={"do": "long"})
+    env = env_for(run)
+    assert cli("daemon", "start", "--run-dir", str(run), env=env).returncode == 0
+    wait_for(lambda: state(run).get("state") == "RUNNING", what="RUNNING")
+    old_pid, old_worker = state(run)["supervisor_pid"], state(run)["worker_pid"]
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: gone(old_pid), what="supervisor death")
+    assert json.loads((run / "logs" / "daemon.pid").read_text())["pid"] == old_pid  # stale file
+    assert not gone(old_worker)  # its worker outlives it (own session)
+
+    res = cli("daemon", "status", "--run-dir", str(run))
+    assert res.returncode == 3 and res.stdout.startswith("not running (last state RUNNING")
+
+    res = cli("daemon", "start", "--run-dir", str(run), env=env)
+    assert res.returncode == 0, res.stderr
+    new_pid = json.loads((run / "logs" / "daemon.pid").read_text())["pid"]
+    assert new_pid != old_pid
+    wait_for(lambda: state(run).get("supervisor_pid") == new_pid and state(run).get("state") == "RUNNING",
+             what="RUNNING under the new supervisor")
+    assert gone(old_worker)  # the orphan was stopped before a second worker started
+    (orphan,) = [w for w in events(run, "warning") if w["kind"] == "orphan_worker"]
+    assert f"pid {old_worker}" in orphan["message"]
+    assert state(run)["worker_pid"] != old_worker
+
+    assert cli("daemon", "stop", "--run-dir", str(run)).returncode == 0
+    wait_for(lambda: not procs_mentioning(run), timeout=3, what="no process left")
+
+
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "go2train.toml").write_text("[supervisor]\nbackoff_initial_s = 'soon'\n")
+    for cmd in ("start", "run"):
+        res = cli("daemon", cmd, "--run-dir", str(run))
+        assert res.returncode == 2
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "[supervisor] backoff_initial_s" in lines[0]
+    assert sorted(p.name for p in run.iterdir()) == ["go2train.toml"]
+
+    (run / "go2train.toml").write_text("[supervisor]\nbackoff_initial_s = 1.0\n")
+    env = dict(os.environ, GO2TRAIN_WORKER_CMD="not json")
+    res = cli("daemon", "start", "--run-dir", str(run), env=env)
+    assert res.returncode == 2 and "GO2TRAIN_WORKER_CMD" in res.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["go2train.toml"]
+
+    missing = tmp_path / "nope"
+    res = cli("daemon", "start", "--run-dir", str(missing))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"go2train: run directory {missing} does not exist"
+    assert not missing.exists()
+
+    res = cli("daemon", "status", "--run-dir", str(run))
+    assert res.returncode == 3 and res.stdout.strip() == f"not running (no daemon has run in {run})"
+
+
+def test_supervisor_path_imports_neither_torch_nor_genesis(tmp_path):
+    run = make_run(tmp_path, [{"do": "ok"}], default={"do": "done"})
+    code = (
+        "import atexit, json, resource, sys\n"
+        "def report():\n"
+        "    heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'genesis', 'pynvml'))\n"
+        "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "    sys.stderr.write('REPORT ' + json.dumps({'heavy': heavy, 'peak_mb': peak}) + '\\n')\n"
+        "atexit.register(report)\n"
+        "import supervisor.core, supervisor.control, supervisor.pidlock, supervisor.policy\n"
+        "sys.argv = ['go2train', 'daemon', 'run', '--run-dir', sys.argv[1]]\n"
+        "from go2train.cli import main\n"
+        "main()\n"
+    )
+    res = subprocess.run([PY, "-c", code, str(run)], env=env_for(run), capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stderr.split("REPORT ", 1)[1])
+    assert report["heavy"] == []
+    assert report["peak_mb"] < 60
+    assert state(run)["state"] == "DONE"
