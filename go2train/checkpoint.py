@@ -167,6 +167,16 @@ def newest_valid_chunk(
     return None, None
 
 
+def clean_temp_files(rd: RunDir) -> list[str]:
+    """Remove temp files left by a writer that died mid-save (only one worker runs per run dir)."""
+    removed = []
+    if rd.models.is_dir():
+        for p in rd.models.glob(".*.tmp"):
+            p.unlink()
+            removed.append(p.name)
+    return removed
+
+
 def model_path(rd: RunDir, manifest: dict[str, Any], role: str) -> Path:
     for fname, info in manifest["files"].items():
         if info.get("role") == role:

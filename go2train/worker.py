@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import fcntl
 import logging
 import os
 import resource
@@ -493,7 +494,16 @@ def run(run_dir: Path, config_path: Path | None) -> int:
         print(f"go2train: {exc}", file=sys.stderr)
         return exitcodes.CONFIG_ERROR
     setup_logging(rd)
+    lock = open(rd.logs / "worker.lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        print(f"go2train: another worker is already training in {rd.root}", file=sys.stderr)
+        return exitcodes.CONFIG_ERROR
     log.info("worker %d starting in %s", os.getpid(), rd.root)
+    removed = checkpoint.clean_temp_files(rd)
+    if removed:
+        log.warning("removed temp files of an interrupted save: %s", ", ".join(removed))
     try:
         return Worker(rd, cfg).run()
     except ConfigError as exc:

@@ -1,0 +1,184 @@
+"""The chunk worker as real processes: resume, damaged checkpoints, crash mid-save, SIGTERM.
+
+One run directory is carried through the scenario (each step is a real `go2train train-chunk`
+process building a real Genesis scene), so the suite pays the process start-up only 5 times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from go2train import checkpoint, exitcodes
+from go2train.runfiles import RunDir, read_json
+
+pytestmark = [pytest.mark.genesis, pytest.mark.slow]
+
+TINY = """
+[env]
+n_envs = 4
+episode_steps = 20
+[chunk]
+episodes = 2
+heartbeat_s = 0.5
+[ppo]
+n_steps = 8
+batch_size = 16
+net_arch = [32, 32]
+"""
+
+
+def run_worker(run_dir: Path, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "go2train", "train-chunk", "--run-dir", str(run_dir), *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+def load_model(rd: RunDir, name: str):
+    from go2train.ppo import ChunkedPPO
+
+    return ChunkedPPO.load(str(rd.models / f"{name}.zip"), device="cpu")
+
+
+def load_vecnorm_count(rd: RunDir, name: str) -> float:
+    import pickle
+
+    with open(rd.models / f"{name}.vecnorm.pkl", "rb") as f:
+        return float(pickle.load(f).obs_rms.count)
+
+
+def adam_step(model) -> float:
+    state = model.policy.optimizer.state_dict()["state"]
+    return float(next(iter(state.values()))["step"])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("worker_run")
+    (d / "go2train.toml").write_text(TINY)
+    return RunDir.at(d)
+
+
+def test_01_first_chunk(run):
+    p = run_worker(run.root)
+    assert p.returncode == exitcodes.CHUNK_DONE, p.stderr[-2000:]
+    m = checkpoint.verify(run, "chunk_000002")
+    assert m["chunk"] == 2 and m["episodes_total"] >= 8 and m["timesteps"] > 0
+    assert m["config"]["env"]["n_envs"] == 4  # the exact config is stored beside the model
+    metrics = read_json(run.chunk_metrics(2))
+    assert metrics["episodes"] >= 8 and metrics["timesteps_total"] == m["timesteps"]
+    assert set(metrics["reward_terms"]) >= {"height", "tracking_lin_vel", "action_rate"}
+    assert 0.0 <= metrics["fall_rate"] <= 1.0 and metrics["peak_rss_mb"] > 100
+    hb = read_json(run.heartbeat)
+    assert hb["phase"] == "exiting" and hb["chunk"] == 2 and hb["timesteps"] == m["timesteps"]
+    assert "faulthandler" not in p.stderr and run.worker_log.read_text().count("chunk_000002 done") == 1
+
+
+def test_02_crash_mid_save_keeps_previous_checkpoint(run):
+    p = run_worker(run.root, env={"GO2TRAIN_FAILPOINTS": "save_crash@4:0"})
+    assert p.returncode == -signal.SIGSEGV, p.stderr[-2000:]
+    assert "Segmentation fault" in run.worker_log.read_text()  # faulthandler left a traceback
+    assert not (run.models / "chunk_000004.json").exists()  # no manifest: the checkpoint does not exist
+    checkpoint.verify(run, "chunk_000002")
+    assert load_model(run, "chunk_000002").num_timesteps > 0
+
+
+def test_03_second_chunk_resumes_exactly(run):
+    before = load_model(run, "chunk_000002")
+    p = run_worker(run.root)
+    assert p.returncode == exitcodes.CHUNK_DONE, p.stderr[-2000:]
+    assert "removed temp files of an interrupted save" in run.worker_log.read_text()
+    assert not list(run.models.glob(".*.tmp"))
+    m2, m4 = checkpoint.verify(run, "chunk_000002"), checkpoint.verify(run, "chunk_000004")
+    after = load_model(run, "chunk_000004")
+    # timesteps continue; the chunk trained on its own episodes only
+    assert after.num_timesteps > before.num_timesteps == m2["timesteps"]
+    assert m4["episodes_total"] >= m2["episodes_total"] + 8
+    assert read_json(run.chunk_metrics(4))["resumed_from"] == "chunk_000002"
+    # optimizer state and VecNormalize statistics continue
+    assert adam_step(after) > adam_step(before)
+    assert load_vecnorm_count(run, "chunk_000004") > load_vecnorm_count(run, "chunk_000002")
+    # the adaptive learning rate continues from the stored value, within one 1.5x step per update
+    updates = (m4["timesteps"] - m2["timesteps"]) // (8 * 4)
+    ratio = m4["lr"] / m2["lr"]
+    assert 1.5 ** -updates - 1e-9 <= ratio <= 1.5 ** updates + 1e-9
+    assert after.lr_current == pytest.approx(m4["lr"])
+    # monitor.csv: one header, rows appended, no duplicate; one TensorBoard run
+    lines = run.monitor_csv.read_text().splitlines()
+    assert lines[0].startswith("#{") and lines[1] == "r,l,t,dist,fell"
+    assert len(lines) - 2 == m4["episodes_total"]
+    ts = [float(ln.split(",")[2]) for ln in lines[2:]]
+    assert ts == sorted(ts)
+    assert [p.name for p in run.tensorboard.iterdir()] == ["go2train_0"]
+
+
+def test_04_truncated_newest_is_moved_aside_and_previous_used(run, tmp_path):
+    zip4 = run.models / "chunk_000004.zip"
+    data = zip4.read_bytes()
+    zip4.write_bytes(data[: len(data) // 2])
+    long_cfg = tmp_path / "long.toml"
+    long_cfg.write_text(TINY.replace("episodes = 2", "episodes = 1000"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "go2train", "train-chunk", "--run-dir", str(run.root), "--config", str(long_cfg)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        hb = wait_training(run, proc.pid)
+        assert hb["chunk"] == 1002  # built on chunk_000002, since chunk_000004 was damaged
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == exitcodes.STOPPED, err[-2000:]
+    damaged = list(run.damaged.glob("chunk_000004.*"))
+    assert len(damaged) == 1 and (damaged[0] / "chunk_000004.zip").read_bytes() == data[: len(data) // 2]
+    assert "sha256" in json.loads((damaged[0] / "REASON.json").read_text())["reason"] or "bytes" in json.loads(
+        (damaged[0] / "REASON.json").read_text())["reason"]
+    assert not (run.models / "chunk_000004.json").exists()
+    r = checkpoint.verify(run, "resume")
+    assert r["kind"] == "resume" and r["chunk"] == 2 and r["target_chunk"] == 1002
+    assert r["timesteps"] > checkpoint.verify(run, "chunk_000002")["timesteps"]
+
+
+def test_05_sigterm_resume_point_is_used_by_next_chunk(run, tmp_path):
+    r = checkpoint.verify(run, "resume")
+    long_cfg = tmp_path / "long.toml"
+    long_cfg.write_text(TINY.replace("episodes = 2", "episodes = 1000"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "go2train", "train-chunk", "--run-dir", str(run.root), "--config", str(long_cfg)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        hb = wait_training(run, proc.pid)
+        assert hb["chunk"] == 1002 and hb["chunk_start_episodes"] == r["chunk_start_episodes"]
+        assert hb["timesteps"] >= r["timesteps"]
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == exitcodes.STOPPED
+    assert "resuming from resume" in run.worker_log.read_text()
+    assert checkpoint.verify(run, "resume")["timesteps"] > r["timesteps"]
+
+
+def wait_training(run: RunDir, pid: int, timeout: float = 240) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        hb = read_json(run.heartbeat) or {}
+        if hb.get("pid") == pid and hb.get("phase") == "training" and hb.get("timesteps", 0) > 0:
+            first = hb["timesteps"]
+            while time.time() < deadline:  # let it make some progress beyond the start
+                hb = read_json(run.heartbeat) or {}
+                if hb.get("timesteps", 0) > first:
+                    return hb
+                time.sleep(0.2)
+        time.sleep(0.2)
+    raise AssertionError(f"worker {pid} never reached training: {read_json(run.heartbeat)}")
