@@ -130,8 +130,9 @@ def reap(proc: subprocess.Popen) -> tuple[int, float] | None:
     """Non-blocking ``wait4`` of this child: ``(returncode, peak RSS MiB)`` or None if running."""
     try:
         pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-    except ChildProcessError:  # reaped elsewhere: should not happen
-        proc.returncode = proc.returncode if proc.returncode is not None else -1
+    except ChildProcessError:  # reaped elsewhere: should not happen; report a plain failure
+        if proc.returncode is None:
+            proc.returncode = exitcodes.FAILURE
         return proc.returncode, 0.0
     if pid == 0:
         return None
