@@ -1,0 +1,143 @@
+"""The batched Genesis Go2 environment and its SB3 VecEnv adapter, on a real (small) CPU scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from go2train.config import Config
+
+pytestmark = pytest.mark.genesis
+
+N = 4
+
+
+@pytest.fixture(scope="module")
+def env():
+    from go2train.env import Go2Env
+
+    cfg = Config()
+    cfg.env.n_envs = N
+    cfg.env.episode_steps = 30
+    return Go2Env(cfg)
+
+
+@pytest.fixture()
+def venv(env):
+    from go2train.vecenv import Go2VecEnv
+
+    v = Go2VecEnv(env)
+    v.reset()
+    return v
+
+
+def test_observation_layout(env):
+    obs = env.reset()
+    assert obs.shape == (N, 45)
+    assert torch.allclose(obs[:, 3:6], torch.tensor([0.0, 0.0, -1.0]).expand(N, 3))  # projected gravity
+    assert torch.allclose(obs[:, 6], torch.full((N,), 0.5 * 2.0))  # command vx x lin_vel scale
+    assert torch.all(obs[:, 9:45] == 0)  # default pose, zero velocity, zero last action
+    assert env.default_dof_pos.tolist() == pytest.approx([0.0, 0.8, -1.5, 0.0, 0.8, -1.5, 0.0, 1.0, -1.5, 0.0, 1.0, -1.5])
+
+
+@pytest.mark.parametrize("z,expected", [(0.14, -25.0), (0.27, 2.5), (0.37, 2.5 * np.exp(-0.5)), (0.15, 2.5 * np.exp(-0.6))])
+def test_height_reward_at_exact_heights(env, z, expected):
+    env.reset()
+    env.step(torch.zeros(N, 12))
+    env.base_pos[:, 2] = z
+    assert env.weighted_terms()["height"].tolist() == pytest.approx([expected] * N, rel=1e-5)
+
+
+def test_step_reward_is_sum_of_weighted_terms_times_dt(env):
+    env.reset()
+    res = env.step(torch.zeros(N, 12))
+    if len(res.done_idx):
+        pytest.skip("a robot finished on the first step")
+    total = sum(env.weighted_terms().values()) * env.dt
+    assert res.reward.tolist() == pytest.approx(total.tolist(), rel=1e-4, abs=1e-6)
+
+
+def test_grace_period(env):
+    env.reset()
+    env.step(torch.zeros(N, 12))
+    env.base_pos[:, 2] = 0.10
+    env.episode_length[:] = 5
+    assert not env.check_termination().any()  # 0.10 m > grace_min_height 0.08 during the first 20 steps
+    env.episode_length[:] = 25
+    assert env.check_termination().all()  # 0.10 m < min_height 0.12 afterwards
+    env.base_pos[:, 2] = 0.07
+    env.episode_length[:] = 5
+    assert env.check_termination().all()  # below the grace floor even during the grace period
+
+
+def test_tilted_robot_terminates_and_auto_resets(venv, env):
+    half = np.deg2rad(60) / 2  # rolled 60 degrees: beyond max_roll_deg (10)
+    env.robot.set_quat(torch.tensor([[np.cos(half), np.sin(half), 0.0, 0.0]]), envs_idx=[1], zero_velocity=True)
+    obs, rew, done, infos = venv.step(np.zeros((N, 12), np.float32))
+    assert done[1] and not done[0]
+    info = infos[1]
+    assert info["TimeLimit.truncated"] is False and info["episode"]["fell"] is True
+    assert info["episode"]["l"] == 1 and "terminal_observation" in info
+    assert info["terminal_observation"].shape == (45,)
+    assert set(info["episode"]["terms"]) == set(env.reward_weights)
+    # the returned observation is the new episode's first: default pose, zero last action
+    assert np.all(obs[1, 9:45] == 0) and env.episode_length[1] == 0
+    assert "terminal_observation" not in infos[0]
+
+
+def test_truncation_and_episode_info(venv, env):
+    steps = env.cfg.env.episode_steps
+    for t in range(steps):
+        obs, rew, done, infos = venv.step(np.zeros((N, 12), np.float32))
+        if t < steps - 1:
+            assert not done.any(), f"robot finished early at step {t}"
+    assert done.all()
+    for info in infos:
+        ep = info["episode"]
+        assert info["TimeLimit.truncated"] is True and ep["fell"] is False
+        assert ep["l"] == steps and ep["t"] >= 0
+        assert ep["r"] == pytest.approx(sum(ep["terms"].values()), rel=1e-4, abs=1e-5)
+        assert abs(ep["dist"]) < 0.5 and ep["cmd_vx"] == 0.5
+    assert np.all(obs[:, 9:45] == 0)
+
+
+def test_invalid_state_is_reset_and_never_reaches_learner(venv, env):
+    env.robot.set_pos(torch.tensor([[float("nan"), 0.0, 0.4]]), envs_idx=[2], zero_velocity=True)
+    before = env.invalid_count
+    obs, rew, done, infos = venv.step(np.zeros((N, 12), np.float32))
+    assert env.invalid_count == before + 1 and done[2]
+    assert np.isfinite(obs).all() and np.isfinite(rew).all()
+    assert np.isfinite(infos[2]["terminal_observation"]).all()
+    obs, rew, done, infos = venv.step(np.zeros((N, 12), np.float32))  # the robot is usable again
+    assert np.isfinite(obs).all() and not done[2]
+
+
+def test_seed_makes_rollouts_reproducible(venv):
+    def rollout():
+        venv.seed(7)
+        venv.reset()
+        rng = np.random.default_rng(7)
+        out = [venv.step(rng.uniform(-1, 1, (N, 12)).astype(np.float32))[0] for _ in range(5)]
+        return np.stack(out)
+
+    a, b = rollout(), rollout()
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_ppo_learns_end_to_end_with_vecnormalize(venv, env):
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from go2train.ppo import make_ppo
+
+    cfg = env.cfg
+    cfg.ppo.n_steps = 8
+    cfg.ppo.batch_size = 16
+    cfg.ppo.net_arch = [32, 32]
+    vn = VecNormalize(venv)
+    model = make_ppo(cfg.ppo, vn, seed=0)
+    params = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(total_timesteps=3 * 8 * N)
+    assert model.num_timesteps == 3 * 8 * N
+    assert any(not torch.equal(a, b) for a, b in zip(params, model.policy.parameters()))
+    assert vn.obs_rms.count > 3 * 8 * N
