@@ -151,6 +151,31 @@ def status(
     raise typer.Exit(tui.run_status(run_dir, cfg, once=once, as_json=as_json))
 
 
+@app.command("eval")
+def eval_cmd(
+    chunk: Optional[str] = typer.Option(None, "--chunk", help="Chunk milestone (an integer) or 'latest' (default)."),
+    episodes: int = typer.Option(8, "--episodes", min=1, help="Robots (one full episode each), batched in one scene."),
+    cmd: Optional[float] = typer.Option(None, "--cmd", help="Forward command vx, m/s (default: the stored command_vx)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    run_dir: Path = RunDirOpt,
+    compare: Optional[str] = typer.Option(None, "--compare", help="Comma-separated chunks side by side, e.g. 50,250,500."),
+) -> None:
+    """Measure a checkpoint's policy against a stand-still baseline; flag a lazy optimum (docs/EVAL.md)."""
+    from go2train import evaluate as ev
+
+    run_dir = check_run_dir(run_dir)
+    try:
+        wanted = [ev.parse_chunk(c, "--compare") for c in compare.split(",") if c.strip()] if compare is not None else []
+        if compare is not None and not wanted:
+            fail(f"--compare must list chunks, e.g. 50,250,500; got {compare!r}")
+        if chunk is not None or not wanted:
+            wanted.append(ev.parse_chunk(chunk if chunk is not None else "latest"))
+        manifests = ev.resolve_chunks(run_dir, list(dict.fromkeys(wanted)))  # checked before any simulation
+    except ev.EvalError as exc:
+        fail(str(exc))
+    raise typer.Exit(ev.main(run_dir, manifests, episodes, cmd, json_out))
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,227 @@
+"""`go2train eval` on a REAL tiny checkpoint (real worker, real Genesis on the CPU).
+
+Genesis processes: the worker that trains the tiny chunk (subprocess) and this pytest process
+(every evaluation shares its one scene). The bad-input CLI tests run `go2train eval` as
+subprocesses that stop before importing torch or genesis.
+
+Checkpoints in the run:
+* chunk_000001: trained by `go2train train-chunk` (2 robots, 30-step episodes, one chunk).
+* chunk_000002: the same model with its action head zeroed (mean action 0, log_std -20), saved
+  through checkpoint.save with a valid manifest: a stand-still policy, which must be flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from go2train import checkpoint
+from go2train.evaluate import LEGS, is_lazy_optimum
+from go2train.runfiles import RunDir, chunk_name, read_json
+
+pytestmark = pytest.mark.genesis
+
+EPISODES = 2
+TOML = """\
+[env]
+n_envs = 2
+episode_steps = 30
+backend = "cpu"
+
+[chunk]
+episodes = 1
+
+[ppo]
+n_steps = 8
+batch_size = 16
+net_arch = [32, 32]
+"""
+
+
+def _go2train(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "go2train", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _zero_policy_checkpoint(rd: RunDir, src: int, dst: int) -> None:
+    """chunk ``dst``: chunk ``src``'s policy with a zeroed action head (it always outputs 0)."""
+    import torch
+
+    from go2train.ppo import ChunkedPPO
+    from go2train.worker import _write_with
+
+    m = checkpoint.verify(rd, chunk_name(src))
+    model = ChunkedPPO.load(str(checkpoint.model_path(rd, m, "model")), device="cpu")
+    with torch.no_grad():
+        model.policy.action_net.weight.zero_()
+        model.policy.action_net.bias.zero_()
+        model.policy.log_std.fill_(-20.0)
+    vecnorm = checkpoint.model_path(rd, m, "vecnorm")
+    meta = {k: m[k] for k in ("timesteps", "episodes_total", "config", "run")}
+    checkpoint.save(
+        rd,
+        chunk_name(dst),
+        {"model": lambda p: _write_with(p, model.save), "vecnorm": lambda p: shutil.copyfile(vecnorm, p)},
+        {"kind": "chunk", "chunk": dst, **meta},
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("evalrun")
+    (d / "go2train.toml").write_text(TOML)
+    p = _go2train("train-chunk", "--run-dir", str(d), timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rd = RunDir.at(d)
+    assert checkpoint.chunk_milestones(rd) == [1]
+    _zero_policy_checkpoint(rd, 1, 2)
+    checkpoint.verify(rd, chunk_name(2))
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(run_dir):
+    from go2train.evaluate import evaluate
+
+    return evaluate(run_dir, 1, episodes=EPISODES)
+
+
+@pytest.fixture(scope="module")
+def zero(run_dir, trained):
+    from go2train.evaluate import evaluate
+
+    return evaluate(run_dir, "latest", episodes=EPISODES)
+
+
+def _check_figs(f: dict, steps: int, dt: float) -> None:
+    finite = lambda v: isinstance(v, float) and math.isfinite(v)  # noqa: E731
+    for key in ("forward_speed", "displacement_speed", "tracking_error", "survival", "time_alive_s",
+                "base_height_mean", "base_height_std", "tilt_deg", "distance_m", "lateral_drift_m",
+                "foot_clearance_swing_m", "foot_clearance_max_m", "touchdowns_per_s", "action_smoothness",
+                "reward"):
+        assert finite(f[key]), (key, f[key])
+    assert 0.0 <= f["survival"] <= 1.0
+    assert 0.0 < f["time_alive_s"] <= steps * dt + 1e-6
+    assert 0.0 < f["base_height_mean"] < 0.6
+    assert 0.0 <= f["base_height_std"] < 0.3
+    assert 0.0 <= f["tilt_deg"] < 90.0
+    assert abs(f["forward_speed"]) < 3.0 and abs(f["displacement_speed"]) < 3.0
+    assert f["tracking_error"] >= 0.0
+    assert 0.0 <= f["lateral_drift_m"] < 1.0
+    assert abs(f["distance_m"]) < 2.0
+    assert set(f["foot_air_fraction_per_foot"]) == set(LEGS)
+    for v in list(f["foot_air_fraction_per_foot"].values()) + [f["foot_air_fraction"]]:
+        assert v is None or 0.0 <= v <= 1.0
+    assert 0.0 <= f["foot_clearance_swing_m"] < 0.3
+    assert -0.02 < f["foot_clearance_max_m"] < 0.5  # sphere radius above the ground: ~0 when standing
+    assert f["air_time_per_swing_s"] is None or 0.0 < f["air_time_per_swing_s"] <= steps * dt
+    assert f["touchdowns_per_s"] >= 0.0 and f["action_smoothness"] >= 0.0
+    assert f["invalid_resets"] == 0
+    terms = f["reward_terms"]
+    assert {"height", "tracking_lin_vel"} <= set(terms)
+    assert all(finite(v) for v in terms.values())
+    # The episode reward is the sum of the weighted terms.
+    assert f["reward"] == pytest.approx(sum(terms.values()), abs=1e-3)
+
+
+def test_eval_figures_sane(run_dir, trained):
+    r = trained
+    stored = read_json(Path(run_dir) / "models" / "chunk_000001.json")["config"]
+    assert r["chunk"] == 1 and r["episodes"] == EPISODES
+    assert r["episode_steps"] == stored["env"]["episode_steps"] == 30
+    assert r["cmd_vx"] == stored["env"]["command_vx"]
+    for side in ("policy", "baseline"):
+        _check_figs(r[side], r["episode_steps"], r["dt"])
+    assert isinstance(r["lazy_optimum"], bool)
+    # The baseline holds the default pose: no action changes at all.
+    assert r["baseline"]["action_smoothness"] == 0.0
+    assert r["baseline"]["reward_terms"].get("action_rate", 0.0) == 0.0
+
+
+def test_lazy_optimum_fires_on_stand_still_policy(zero, trained):
+    r = zero
+    assert r["chunk"] == 2 and r["scene_reused"]  # one scene for both chunks
+    _check_figs(r["policy"], r["episode_steps"], r["dt"])
+    # A policy that outputs zeros is the baseline: same trajectory, same reward.
+    assert r["policy"]["action_smoothness"] == 0.0
+    assert r["policy"]["reward"] == pytest.approx(r["baseline"]["reward"], rel=1e-5)
+    assert r["policy"]["forward_speed"] < 0.5 * r["cmd_vx"]
+    assert r["lazy_optimum"] is True
+    assert r["baseline"] == trained["baseline"]  # computed once, identical
+
+
+def test_is_lazy_optimum_rule(zero):
+    pol, base, cmd = zero["policy"], zero["baseline"], zero["cmd_vx"]
+    assert cmd > 0
+    assert is_lazy_optimum(pol, base, cmd)
+    # A policy that moves (heading-frame speed >= half the command) is not lazy, whatever it earns.
+    moving = dict(pol, forward_speed=0.5 * cmd, reward=base["reward"] + 5.0)
+    assert not is_lazy_optimum(moving, base, cmd)
+    assert not is_lazy_optimum(dict(moving, forward_speed=cmd), base, cmd)
+    # Slow but earning less than standing still: not the lazy optimum (just bad).
+    assert not is_lazy_optimum(dict(pol, reward=base["reward"] - 0.1), base, cmd)
+    # Slow and earning more: lazy.
+    assert is_lazy_optimum(dict(pol, reward=base["reward"] + 1.0, forward_speed=0.49 * cmd), base, cmd)
+    # Walking backwards at a forward command is slow; a backward command flips the direction.
+    assert is_lazy_optimum(dict(pol, forward_speed=-cmd), base, cmd)
+    assert not is_lazy_optimum(dict(pol, forward_speed=-cmd), base, -cmd)
+    # Nothing to walk towards, or missing figures: never flagged.
+    assert not is_lazy_optimum(pol, base, 0.0)
+    assert not is_lazy_optimum({}, base, cmd)
+    assert not is_lazy_optimum(dict(pol, reward=float("nan")), base, cmd)
+
+
+def test_cli_compare_json_and_table(run_dir, trained, zero):
+    from typer.testing import CliRunner
+
+    from go2train.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "--run-dir", str(run_dir), "--compare", "1,2", "--episodes",
+                              str(EPISODES), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [r["chunk"] for r in out] == [1, 2]
+    # Same process, same scene, each pass from the scene's initial state: reproducible figures.
+    assert out[0]["policy"] == trained["policy"] and out[1]["policy"] == zero["policy"]
+    assert [r["lazy_optimum"] for r in out] == [trained["lazy_optimum"], True]
+
+    res = runner.invoke(app, ["eval", "--run-dir", str(run_dir), "--chunk", "2", "--episodes", str(EPISODES),
+                              "--cmd", "0.5"], env={"COLUMNS": "160"})
+    assert res.exit_code == 0, res.output
+    assert "baseline (zero action)" in res.stdout and "lazy optimum" in res.stdout
+    assert "YES" in res.stdout and "term height" in res.stdout
+
+
+def test_cli_bad_chunk_is_one_line(run_dir, tmp_path):
+    for arg, needle in (("abc", "integer"), ("1.5", "integer"), ("-3", "integer"), ("7", "available: 1, 2")):
+        p = _go2train("eval", "--run-dir", str(run_dir), "--chunk", arg)
+        assert p.returncode == 2, (arg, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], (arg, p.stderr)
+        assert p.stdout == ""
+    p = _go2train("eval", "--run-dir", str(run_dir), "--compare", "1,zz")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "--compare" in p.stderr
+
+    # A damaged checkpoint: one line naming it, exit 2.
+    d = tmp_path / "run"
+    shutil.copytree(Path(run_dir) / "models", d / "models")
+    zp = d / "models" / "chunk_000001.zip"
+    data = bytearray(zp.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    zp.write_bytes(bytes(data))
+    p = _go2train("eval", "--run-dir", str(d), "--chunk", "1")
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "chunk_000001" in lines[0] and "damaged" in lines[0], p.stderr
+    # Unknown chunk in an empty run directory.
+    (tmp_path / "empty").mkdir()
+    p = _go2train("eval", "--run-dir", str(tmp_path / "empty"))
+    assert p.returncode == 2 and "no chunk checkpoints" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert os.path.isdir(d / "models") and zp.exists()  # eval never moves or deletes files
