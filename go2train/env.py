@@ -74,6 +74,21 @@ def release_genesis() -> None:
         torch.cuda.empty_cache()
 
 
+def quat_rotate_inverse(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Rotate world vectors ``v`` into the frame of quaternions ``q`` (w, x, y, z), batched."""
+    w, u = q[:, :1], q[:, 1:]
+    return v * (2.0 * w * w - 1.0) - 2.0 * w * torch.cross(u, v, dim=-1) + 2.0 * u * (u * v).sum(-1, keepdim=True)
+
+
+def quat_to_rpy_deg(q: torch.Tensor) -> torch.Tensor:
+    """Roll, pitch, yaw (degrees) of quaternions (w, x, y, z), batched."""
+    w, x, y, z = q.unbind(-1)
+    roll = torch.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = torch.asin(torch.clamp(2 * (w * y - z * x), -1.0, 1.0))
+    yaw = torch.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return torch.rad2deg(torch.stack([roll, pitch, yaw], -1))
+
+
 @dataclass
 class StepResult:
     """What one batched step returns (all tensors of leading size n_envs)."""
@@ -95,7 +110,6 @@ class Go2Env:
 
     def __init__(self, cfg: Config, n_envs: int | None = None, camera: tuple[int, int] | None = None):
         import genesis as gs
-        from genesis.utils.geom import inv_quat
 
         self.cfg = cfg
         e = cfg.env
@@ -119,7 +133,6 @@ class Go2Env:
         self.scene.add_entity(gs.morphs.URDF(file="urdf/plane/plane.urdf", fixed=True))
         self.base_init_pos = torch.tensor([0.0, 0.0, e.base_init_height], device=self.device)
         self.base_init_quat = torch.tensor([1.0, 0.0, 0.0, 0.0], device=self.device)
-        self.inv_base_init_quat = inv_quat(self.base_init_quat)
         self.robot = self.scene.add_entity(
             gs.morphs.URDF(
                 file="urdf/go2/urdf/go2.urdf",
@@ -183,20 +196,14 @@ class Go2Env:
 
     # ------------------------------------------------------------------ state
     def _read_state(self) -> None:
-        from genesis.utils.geom import inv_quat, quat_to_xyz, transform_by_quat, transform_quat_by_quat
-
         self.base_pos[:] = self.robot.get_pos()
         self.base_quat[:] = self.robot.get_quat()
-        self.base_euler[:] = quat_to_xyz(
-            transform_quat_by_quat(self.inv_base_init_quat.expand_as(self.base_quat), self.base_quat),
-            rpy=True,
-            degrees=True,
-        )
-        inv_q = inv_quat(self.base_quat)
+        q = self.base_quat  # the initial orientation is the identity, so this is the base's own rotation
+        self.base_euler[:] = quat_to_rpy_deg(q)
         self.world_lin_vel[:] = self.robot.get_vel()
-        self.base_lin_vel[:] = transform_by_quat(self.world_lin_vel, inv_q)
-        self.base_ang_vel[:] = transform_by_quat(self.robot.get_ang(), inv_q)
-        self.projected_gravity[:] = transform_by_quat(self.global_gravity, inv_q)
+        self.base_lin_vel[:] = quat_rotate_inverse(q, self.world_lin_vel)
+        self.base_ang_vel[:] = quat_rotate_inverse(q, self.robot.get_ang())
+        self.projected_gravity[:] = quat_rotate_inverse(q, self.global_gravity)
         self.dof_pos[:] = self.robot.get_dofs_position(self.motor_dofs)
         self.dof_vel[:] = self.robot.get_dofs_velocity(self.motor_dofs)
 

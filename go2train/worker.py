@@ -307,11 +307,9 @@ class Worker:
             log.info("resume point written at %d timesteps", self.timesteps)
 
     # -- main
-    stop_requested = False
-
-    def _on_signal(self, signum, _frame) -> None:
-        log.info("received %s: stopping at the next safe point", signal.Signals(signum).name)
-        self.stop_requested = True
+    @property
+    def stop_requested(self) -> bool:
+        return _STOP.is_set()
 
     def run(self) -> int:
         from stable_baselines3.common.callbacks import BaseCallback
@@ -323,8 +321,6 @@ class Worker:
         from go2train.vecenv import Go2VecEnv
 
         cfg, rd = self.cfg, self.rd
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
         hb = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self.heartbeat()
         hb.start()
@@ -409,13 +405,12 @@ class Worker:
             def _on_step(self) -> bool:
                 return worker.on_step(self.locals)
 
-        self.phase = "training"
         self.train_t0 = time.time()
         self.last_resume_save = time.time()
-        if self.stop_requested:
-            model.request_stop()
-        self.heartbeat()
-        model.learn(total_timesteps=10**15, callback=_Cb(), tb_log_name="go2train", reset_num_timesteps=False)
+        if not self.stop_requested:  # stopped during start-up: nothing trained, nothing to save
+            self.phase = "training"
+            self.heartbeat()
+            model.learn(total_timesteps=10**15, callback=_Cb(), tb_log_name="go2train", reset_num_timesteps=False)
         train_s = time.time() - self.train_t0
         if self.stop_requested and self.episodes < self.target_episodes:
             self.stop.set()
@@ -486,7 +481,18 @@ def setup_logging(rd: RunDir) -> Any:
     return fh
 
 
+_STOP = threading.Event()
+
+
+def _on_signal(signum, _frame) -> None:
+    log.info("received %s: stopping at the next safe point", signal.Signals(signum).name)
+    _STOP.set()
+
+
 def run(run_dir: Path, config_path: Path | None) -> int:
+    # First thing: a SIGTERM from now on means "stop at the next safe point", never a kill.
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     rd = RunDir.at(run_dir)
     try:
         cfg = load(config_path, rd.root)

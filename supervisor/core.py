@@ -218,17 +218,20 @@ class Supervisor:
             res = self._run_worker()
             if res is None:
                 continue  # stop requested before the spawn: handled at the top
-            if res.reason == "chunk_done":
+            if res.reason in ("chunk_done", "run_complete"):
                 self.policy.success()
                 self._write_state()
-                chunk = self._completed_chunk(res)
+                # run_complete without training (the run was already complete) reports chunk 0
+                trained = res.reason == "chunk_done" or bool((res.heartbeat or {}).get("chunk"))
+                chunk = self._completed_chunk(res) if trained else None
+                if chunk is not None:
+                    self._guard()
                 if chunk is not None and not self._stop_signal and self._is_milestone(chunk):
                     self._render(chunk)
+                if res.reason == "run_complete":
+                    self._set_state("DONE")
+                    return 0
                 continue
-            if res.reason == "run_complete":
-                self.policy.success()
-                self._set_state("DONE")
-                return 0
             if res.stopping:
                 return self._finish_stopped()
             if res.reason == "config_error":
@@ -303,6 +306,16 @@ class Supervisor:
         self._emit("warning", kind="chunk_record_missing",
                    message=f"worker {res.pid} exited 0 without a heartbeat or a new logs/chunks record")
         return None
+
+    def _guard(self) -> None:
+        """Reward-hacking guard: a `warning` event when reward rises while the robot does not walk."""
+        from go2train.guard import lazy_optimum_warning
+
+        recs = [read_json(self.rd.chunk_metrics(c)) for c in sorted(self._chunks_done())]
+        w = lazy_optimum_warning([r for r in recs if isinstance(r, dict)], self.cfg.env.command_vx)
+        if w:
+            self._emit("warning", kind=w["kind"], message=w["message"], paying_terms=w["paying_terms"],
+                       chunks=w["chunks"])
 
     def _is_milestone(self, chunk: int) -> bool:
         every = self.cfg.video.every_episodes

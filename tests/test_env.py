@@ -141,3 +141,16 @@ def test_ppo_learns_end_to_end_with_vecnormalize(venv, env):
     assert model.num_timesteps == 3 * 8 * N
     assert any(not torch.equal(a, b) for a, b in zip(params, model.policy.parameters()))
     assert vn.obs_rms.count > 3 * 8 * N
+
+
+def test_quaternion_helpers_match_genesis():
+    from genesis.utils.geom import inv_quat, quat_to_xyz, transform_by_quat
+
+    from go2train.env import quat_rotate_inverse, quat_to_rpy_deg
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(64, 4, generator=g)
+    q = q / q.norm(dim=-1, keepdim=True)
+    v = torch.randn(64, 3, generator=g)
+    torch.testing.assert_close(quat_rotate_inverse(q, v), transform_by_quat(v, inv_quat(q)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(quat_to_rpy_deg(q), quat_to_xyz(q, rpy=True, degrees=True), atol=1e-3, rtol=1e-4)
