@@ -27,6 +27,8 @@ def measure(cfg: Config, n_envs: int, seconds: float) -> dict:
     from go2train.vecenv import Go2VecEnv
 
     proc_start = psutil.Process().create_time()
+    if cfg.ppo.torch_threads:
+        torch.set_num_threads(cfg.ppo.torch_threads)
     t_build = time.time()
     env = Go2Env(cfg, n_envs=n_envs)
     build_s = time.time() - t_build

@@ -134,6 +134,22 @@ def bench(
     raise typer.Exit(bench_mod.main(cfg, ns, seconds, json_out))
 
 
+@app.command("walkbench")
+def walkbench(
+    minutes: float = typer.Option(45.0, "--minutes", min=0.1, help="Wall-clock minutes of training."),
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="A fresh run directory (default: a temp dir)."),
+    episodes: int = typer.Option(8, "--episodes", min=1, help="Robots (episodes) per chunk evaluation."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Time-to-walk: train a fresh run for MINUTES with the real daemon, then evaluate every chunk."""
+    from go2train import walkbench as wb
+
+    if config is not None:
+        load_config(config, Path("."))
+    raise typer.Exit(wb.main(config, minutes, run_dir, episodes, json_out))
+
+
 @app.command("status")
 def status(
     run_dir: Path = RunDirOpt,
@@ -174,6 +190,29 @@ def eval_cmd(
     except ev.EvalError as exc:
         fail(str(exc))
     raise typer.Exit(ev.main(run_dir, manifests, episodes, cmd, json_out))
+
+
+@app.command("video")
+def video_cmd(
+    chunk: Optional[str] = typer.Option(None, "--chunk", help="Chunk milestone (an integer) or 'latest'."),
+    progression: bool = typer.Option(False, "--progression", help="Stitch several chunks into videos/progression.mp4."),
+    chunks: Optional[str] = typer.Option(None, "--chunks", help="With --progression: comma-separated milestones."),
+    layout: str = typer.Option("side-by-side", "--layout", help="With --progression: side-by-side or sequence."),
+    run_dir: Path = RunDirOpt,
+    config: Optional[Path] = ConfigOpt,
+    steps: Optional[int] = typer.Option(None, "--steps", help="Steps (= frames) per clip (default: [video] steps)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output MP4 (default: videos/chunk_NNNNNN.mp4)."),
+) -> None:
+    """Render a checkpoint's policy to an H.264 MP4 with its manifest (docs/VIDEO.md)."""
+    from go2train import video
+
+    run_dir = check_run_dir(run_dir)
+    cfg = load_config(config, run_dir)
+    try:
+        code = video.main(run_dir, cfg, chunk, progression, chunks, layout, steps, out)
+    except video.VideoError as exc:
+        fail(str(exc), exc.code)
+    raise typer.Exit(code)
 
 
 def main() -> None:

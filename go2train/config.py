@@ -60,6 +60,7 @@ class EnvConfig(_Section):
     command_vy: float = 0.0
     command_yaw: float = 0.0
     resample_command_steps: int = Field(200, ge=1)
+    reset_joint_noise: float = Field(0.05, ge=0, le=0.5)  # rad, uniform, added to the default pose at reset
     gait_period_steps: int = Field(0, ge=0, le=1000)  # 0 = no gait clock in the observation
     obs_scale_ang_vel: float = 0.25
     obs_scale_lin_vel: float = 2.0
@@ -97,7 +98,7 @@ class RewardConfig(_Section):
 
     scale_by_dt: bool = True
     tracking_sigma: float = Field(0.25, gt=0)
-    tracking_lin_vel: float = 1.0
+    tracking_lin_vel: float = 2.0
     tracking_ang_vel: float = 0.2
     lin_vel_z: float = -1.0
     action_rate: float = -0.005
@@ -142,14 +143,17 @@ class PPOConfig(_Section):
     vf_coef: float = Field(1.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     target_kl: float = Field(0.0, ge=0)  # 0 = off (SB3 early stop)
-    net_arch: list[int] = Field(default_factory=lambda: [512, 256, 128])
+    net_arch: list[int] = Field(default_factory=lambda: [128, 128])
     activation: Literal["elu", "relu", "tanh"] = "elu"
     log_std_init: float = 0.0
     normalize_obs: bool = True
     normalize_reward: bool = True
     clip_obs: float = Field(10.0, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
-    torch_threads: int = Field(0, ge=0)  # 0 = leave torch's default
+    # torch intra-op threads for PPO updates. 1 by default: on a small CPU machine the simulator,
+    # a renderer or an eval share the cores, and oversubscribed OpenMP threads made updates 10-40x
+    # slower in our measurements (docs/TRAINING_LOG.md). 0 = torch's default.
+    torch_threads: int = Field(1, ge=0)
     seed: int = 0
 
 

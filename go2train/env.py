@@ -255,7 +255,11 @@ class Go2Env:
     def reset_idx(self, idx: torch.Tensor) -> None:
         if len(idx) == 0:
             return
+        noise = self.cfg.env.reset_joint_noise
         self.dof_pos[idx] = self.default_dof_pos
+        if noise > 0:
+            u = torch.rand((len(idx), 12), generator=self.gen, device=self.device)
+            self.dof_pos[idx] += (2 * u - 1) * noise
         self.dof_vel[idx] = 0.0
         self.robot.set_dofs_position(self.dof_pos[idx], self.motor_dofs, envs_idx=idx, zero_velocity=True)
         self.base_pos[idx] = self.base_init_pos

@@ -37,7 +37,10 @@ def test_observation_layout(env):
     assert obs.shape == (N, 45)
     assert torch.allclose(obs[:, 3:6], torch.tensor([0.0, 0.0, -1.0]).expand(N, 3))  # projected gravity
     assert torch.allclose(obs[:, 6], torch.full((N,), 0.5 * 2.0))  # command vx x lin_vel scale
-    assert torch.all(obs[:, 9:45] == 0)  # default pose, zero velocity, zero last action
+    noise = env.cfg.env.reset_joint_noise
+    assert torch.all(obs[:, 9:21].abs() <= noise + 1e-6)  # default pose + reset noise
+    assert obs[:, 9:21].abs().max() > 0  # the noise is there (robots do not start identical)
+    assert torch.all(obs[:, 21:45] == 0)  # zero velocity, zero last action
     assert env.default_dof_pos.tolist() == pytest.approx([0.0, 0.8, -1.5, 0.0, 0.8, -1.5, 0.0, 1.0, -1.5, 0.0, 1.0, -1.5])
 
 
@@ -82,7 +85,8 @@ def test_tilted_robot_terminates_and_auto_resets(venv, env):
     assert info["terminal_observation"].shape == (45,)
     assert set(info["episode"]["terms"]) == set(env.reward_weights)
     # the returned observation is the new episode's first: default pose, zero last action
-    assert np.all(obs[1, 9:45] == 0) and env.episode_length[1] == 0
+    assert np.all(np.abs(obs[1, 9:21]) <= env.cfg.env.reset_joint_noise + 1e-6)
+    assert np.all(obs[1, 21:45] == 0) and env.episode_length[1] == 0
     assert "terminal_observation" not in infos[0]
 
 
@@ -99,7 +103,7 @@ def test_truncation_and_episode_info(venv, env):
         assert ep["l"] == steps and ep["t"] >= 0
         assert ep["r"] == pytest.approx(sum(ep["terms"].values()), rel=1e-4, abs=1e-5)
         assert abs(ep["dist"]) < 0.5 and ep["cmd_vx"] == 0.5
-    assert np.all(obs[:, 9:45] == 0)
+    assert np.all(obs[:, 21:45] == 0) and np.all(np.abs(obs[:, 9:21]) <= env.cfg.env.reset_joint_noise + 1e-6)
 
 
 def test_invalid_state_is_reset_and_never_reaches_learner(venv, env):
