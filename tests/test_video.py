@@ -1,0 +1,246 @@
+"""`go2train video` on a REAL tiny checkpoint (real worker, real Genesis on the CPU, real ffmpeg).
+
+Genesis processes (each loads the kernel cache, 10-30 s): the worker that trains the tiny chunk,
+`go2train video --chunk 1`, and `go2train video --progression` (which renders the chunk that has
+no video yet). Everything else runs `go2train video` in subprocesses that stop before importing
+torch or genesis, or calls pure helpers.
+
+Checkpoints in the run:
+* chunk_000001: trained by `go2train train-chunk` (2 robots, 20-step episodes, one chunk).
+* chunk_000002: the same files saved again through checkpoint.save (a valid manifest of its own).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from go2train import checkpoint
+from go2train.runfiles import RunDir, chunk_name, read_json
+
+W, H, FPS, STEPS = 160, 120, 24, 10
+TOML = f"""\
+[env]
+n_envs = 2
+episode_steps = 20
+backend = "cpu"
+
+[chunk]
+episodes = 1
+
+[ppo]
+n_steps = 8
+batch_size = 16
+n_epochs = 1
+net_arch = [32, 32]
+
+[video]
+width = {W}
+height = {H}
+fps = {FPS}
+steps = {STEPS}
+"""
+
+
+def _go2train(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "go2train", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _probe(path: Path) -> tuple[int, tuple[int, int], float, str]:
+    """(frames, (width, height), fps, codec) as imageio's ffmpeg reader sees the file."""
+    import imageio.v2 as iio2
+
+    reader = iio2.get_reader(str(path), format="FFMPEG")
+    try:
+        meta = reader.get_meta_data()
+        n = 0
+        for frame in reader:
+            assert frame.shape == (meta["size"][1], meta["size"][0], 3)
+            n += 1
+        return n, tuple(meta["size"]), float(meta["fps"]), meta["codec"]
+    finally:
+        reader.close()
+
+
+def _one_line_error(p: subprocess.CompletedProcess) -> str:
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("go2train: "), p.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("videorun")
+    (d / "go2train.toml").write_text(TOML)
+    p = _go2train("train-chunk", "--run-dir", str(d), timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rd = RunDir.at(d)
+    assert checkpoint.chunk_milestones(rd) == [1]
+    m = checkpoint.verify(rd, chunk_name(1))
+    meta = {k: m[k] for k in ("timesteps", "episodes_total", "config", "run")}
+    checkpoint.save(
+        rd, chunk_name(2),
+        {role: (lambda p, src=checkpoint.model_path(rd, m, role): shutil.copyfile(src, p))
+         for role in ("model", "vecnorm")},
+        {"kind": "chunk", "chunk": 2, **meta},
+    )
+    checkpoint.verify(rd, chunk_name(2))
+    return d
+
+
+@pytest.fixture(scope="module")
+def chunk1_video(run_dir) -> subprocess.CompletedProcess:
+    return _go2train("video", "--chunk", "1", "--run-dir", str(run_dir), timeout=300)
+
+
+# ---------------------------------------------------------------- real renders
+@pytest.mark.genesis
+def test_video_of_a_real_checkpoint(run_dir, chunk1_video):
+    p = chunk1_video
+    assert p.returncode == 0, p.stderr[-3000:]
+    rd = RunDir.at(run_dir)
+    mp4 = rd.video(1)
+    assert mp4.exists()
+    frames, size, fps, codec = _probe(mp4)
+    assert (frames, size, fps, codec) == (STEPS, (W, H), FPS, "h264")
+
+    man = read_json(mp4.with_suffix(".json"))
+    assert man["kind"] == "chunk" and man["chunk"] == 1 and man["video"] == mp4.name
+    assert (man["frames"], man["steps"], man["fps"], man["width"], man["height"]) == (STEPS, STEPS, FPS, W, H)
+    ck = checkpoint.verify(rd, chunk_name(1))
+    assert man["checkpoint"]["name"] == "chunk_000001"
+    assert man["checkpoint"]["sha256"] == {f: i["sha256"] for f, i in ck["files"].items()}
+    # One robot at the origin (the seed's robot started at [-2.08, 0.06, 0.34]).
+    x, y, z = man["start_position_m"]
+    assert abs(x) < 1e-6 and abs(y) < 1e-6
+    assert z == pytest.approx(ck["config"]["env"]["base_init_height"], abs=1e-4)
+    assert man["command_vx"] == ck["config"]["env"]["command_vx"]
+    assert isinstance(man["falls"], int) and man["falls"] >= 0
+    for key in ("distance_m", "mean_forward_speed_mps", "render_seconds", "sim_seconds"):
+        assert np.isfinite(man[key]), key
+    assert man["sim_seconds"] == pytest.approx(STEPS * ck["config"]["env"]["dt"])
+    assert man["render_seconds"] > 0
+    # Atomic: no temp file is left beside the video.
+    assert sorted(f.name for f in rd.videos.iterdir()) == ["chunk_000001.json", "chunk_000001.mp4"]
+    # Not a TTY: no progress bar; the summary is the last line on stdout (Genesis logs there too).
+    assert p.stdout.strip().splitlines()[-1].startswith(f"{mp4}: {STEPS} frames {W}x{H} @ {FPS} fps")
+    assert "━" not in p.stderr
+
+
+@pytest.mark.genesis
+def test_progression_renders_missing_clips_and_stitches(run_dir, chunk1_video):
+    assert chunk1_video.returncode == 0
+    rd = RunDir.at(run_dir)
+    before = rd.video(1).stat().st_mtime_ns
+    # Default chunks: fewer than two videos exist, so the checkpoints (1 and 2); chunk 2 is rendered
+    # here with fewer steps, chunk 1's video is reused as it is.
+    p = _go2train("video", "--progression", "--steps", "6", "--run-dir", str(run_dir), timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert rd.video(1).stat().st_mtime_ns == before
+    assert _probe(rd.video(2))[:2] == (6, (W, H))
+    out = rd.videos / "progression.mp4"
+    frames, size, fps, _ = _probe(out)
+    assert (frames, size, fps) == (STEPS, (W, H), FPS)  # side by side: as long as the longest clip
+    man = read_json(out.with_suffix(".json"))
+    assert man["kind"] == "progression" and man["chunks"] == [1, 2] and man["layout"] == "side-by-side"
+    assert [c["chunk"] for c in man["clips"]] == [1, 2] and man["frames"] == STEPS
+
+    # In sequence, from the existing videos only (no Genesis): the clips one after the other.
+    seq = run_dir / "seq.mp4"
+    p = _go2train("video", "--progression", "--chunks", "2,1", "--layout", "sequence", "--out", str(seq),
+                  "--run-dir", str(run_dir))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert _probe(seq)[:3] == (6 + STEPS, (W, H), FPS)
+    assert read_json(seq.with_suffix(".json"))["chunks"] == [2, 1]
+
+
+# ---------------------------------------------------------------- bad input (no Genesis)
+@pytest.mark.genesis
+def test_unknown_chunk_lists_available(run_dir):
+    p = _go2train("video", "--chunk", "999", "--run-dir", str(run_dir))
+    assert p.returncode == 2
+    line = _one_line_error(p)
+    assert "chunk_000999" in line and "available chunks: 1, 2" in line
+    p = _go2train("video", "--progression", "--chunks", "1,7", "--run-dir", str(run_dir))
+    assert p.returncode == 2
+    assert "available chunks: 1, 2" in _one_line_error(p)
+
+
+@pytest.mark.parametrize("value", ["abc", "2.5", "-3", "", "latest2", "1e3"])
+def test_chunk_must_be_an_integer_or_latest(tmp_path, value):
+    p = _go2train("video", "--chunk", value, "--run-dir", str(tmp_path))
+    assert p.returncode == 2
+    assert repr(value) in _one_line_error(p)
+
+
+def test_no_checkpoint_at_all(tmp_path):
+    p = _go2train("video", "--chunk", "latest", "--run-dir", str(tmp_path))
+    assert p.returncode == 2
+    assert "available chunks: none" in _one_line_error(p)
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    for args in (["video"], ["video", "--chunks", "1,2"], ["video", "--progression", "--chunk", "1"],
+                 ["video", "--progression", "--chunks", "1,x"], ["video", "--progression", "--layout", "diagonal"],
+                 ["video", "--chunk", "1", "--steps", "0"]):
+        p = _go2train(*args, "--run-dir", str(tmp_path))
+        assert p.returncode == 2, (args, p.stderr)
+        _one_line_error(p)
+
+
+@pytest.mark.genesis
+def test_damaged_checkpoint_is_refused_not_moved(run_dir, tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(run_dir / "models", d / "models")
+    zip_path = d / "models" / "chunk_000002.zip"
+    data = bytearray(zip_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    zip_path.write_bytes(bytes(data))
+    p = _go2train("video", "--chunk", "2", "--run-dir", str(d))
+    assert p.returncode == 1
+    assert "damaged" in _one_line_error(p) and "sha256" in p.stderr
+    assert zip_path.exists()  # the renderer never moves checkpoints aside
+
+
+# ---------------------------------------------------------------- helpers
+def test_parse_and_spread():
+    from go2train import video
+
+    assert video.parse_chunk("250") == 250 and video.parse_chunk(" latest ") == "latest"
+    assert video.parse_chunks("50, 250,500,250") == [50, 250, 500]
+    assert video._spread([50, 100, 150, 200, 250, 300, 350], 4) == [50, 150, 250, 350]
+    assert video._spread([1, 2], 4) == [1, 2]
+    cols, rows, tw, th = video._grid(3, 1280, 720, 1280, 720)
+    assert (cols, rows, tw, th) == (2, 2, 640, 360)
+    cols, rows, tw, th = video._grid(2, 1280, 720, 1280, 720)
+    assert (cols, rows) == (2, 1) and tw <= 640 and th <= 720 and tw % 2 == 0 and th % 2 == 0
+
+
+def test_label_darkens_a_corner_and_draws_text():
+    from go2train import video
+
+    frame = np.full((120, 160, 3), 200, np.uint8)
+    video.draw_label(frame, video.frame_lines(250, 1.5, -0.0001, 0.5, 0.25, 2))
+    corner = frame[:20, :60]
+    assert corner.min() < 100 and corner.max() > 200  # dark box, light text
+    assert (frame[-10:, -10:] == 200).all()  # the rest untouched
+    assert "-0.00" not in " ".join(video.frame_lines(250, 1.5, -0.0001, 0.5, -0.001, 0))
+
+
+def test_stale_temp_files_are_cleaned(tmp_path):
+    from go2train import video
+
+    final = tmp_path / "chunk_000050.mp4"
+    dead = tmp_path / ".chunk_000050.999999999.tmp.mp4"
+    dead.write_bytes(b"x")
+    other = tmp_path / ".chunk_000100.999999999.tmp.mp4"
+    other.write_bytes(b"x")
+    video.clean_stale_tmp(final)
+    assert not dead.exists() and other.exists()
