@@ -262,6 +262,7 @@ def _run_pass(env, feet: "_Feet", cfg: Config, steps: int, cmd_vx: float, act=No
     for t in range(steps):
         a = zeros if act is None else act(obs)
         res = env.step(a)
+        obs = res.obs  # the policy acts on each step's observation
         term = res.terminated.to(dev)
         new_dead = alive & term
         if bool(new_dead.any()):

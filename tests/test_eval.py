@@ -225,3 +225,25 @@ def test_cli_bad_chunk_is_one_line(run_dir, tmp_path):
     p = _go2train("eval", "--run-dir", str(tmp_path / "empty"))
     assert p.returncode == 2 and "no chunk checkpoints" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert os.path.isdir(d / "models") and zp.exists()  # eval never moves or deletes files
+
+
+def test_policy_acts_on_each_steps_observation(run_dir, trained):
+    """Regression: the policy must see the observation of every step, not the first one forever."""
+    import torch
+
+    from go2train import evaluate as ev
+
+    stored = read_json(Path(run_dir) / "models" / "chunk_000001.json")["config"]
+    cfg = ev._eval_config(stored, EPISODES)
+    env, feet = ev._get_env(cfg)
+    seen = []
+
+    def act(obs):
+        seen.append(obs.clone())
+        return torch.zeros((env.n_envs, env.num_actions))
+
+    ev._run_pass(env, feet, ev._eval_config(stored, EPISODES), 10, 0.5, act)
+    assert len(seen) == 10
+    # joint velocities change as the robot settles: the observations must differ step to step
+    assert not torch.equal(seen[0], seen[5])
+    assert all(not torch.equal(a, b) for a, b in zip(seen, seen[1:]))
