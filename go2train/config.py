@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -66,7 +66,7 @@ class EnvConfig(_Section):
     obs_scale_lin_vel: float = 2.0
     obs_scale_dof_pos: float = 1.0
     obs_scale_dof_vel: float = 0.05
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**31 - 1)  # numpy seeds must be >= 0
 
     @model_validator(mode="after")
     def _check_range(self) -> "EnvConfig":
@@ -104,6 +104,8 @@ class RewardConfig(_Section):
     action_rate: float = -0.005
     similar_to_default: float = -0.1
     forward_progress: float = 0.0
+    feet_air_time: float = 1.0
+    feet_air_time_target: float = Field(0.5, ge=0)  # s; swings shorter than this are penalised
     alive: float = 0.0
     height: HeightReward = Field(default_factory=HeightReward)
 
@@ -111,7 +113,7 @@ class RewardConfig(_Section):
         """Weights of all terms, by name; the height term's weight is its section's."""
         names = [
             "tracking_lin_vel", "tracking_ang_vel", "lin_vel_z", "action_rate",
-            "similar_to_default", "forward_progress", "alive",
+            "similar_to_default", "forward_progress", "feet_air_time", "alive",
         ]
         out = {n: float(getattr(self, n)) for n in names}
         out["height"] = float(self.height.weight)
@@ -139,11 +141,11 @@ class PPOConfig(_Section):
     gamma: float = Field(0.99, gt=0, le=1)
     gae_lambda: float = Field(0.95, ge=0, le=1)
     clip_range: float = Field(0.2, gt=0)
-    ent_coef: float = Field(0.005, ge=0)
+    ent_coef: float = Field(0.002, ge=0)
     vf_coef: float = Field(1.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     target_kl: float = Field(0.0, ge=0)  # 0 = off (SB3 early stop)
-    net_arch: list[int] = Field(default_factory=lambda: [128, 128])
+    net_arch: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 128])
     activation: Literal["elu", "relu", "tanh"] = "elu"
     log_std_init: float = 0.0
     normalize_obs: bool = True
@@ -154,7 +156,7 @@ class PPOConfig(_Section):
     # a renderer or an eval share the cores, and oversubscribed OpenMP threads made updates 10-40x
     # slower in our measurements (docs/TRAINING_LOG.md). 0 = torch's default.
     torch_threads: int = Field(1, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**31 - 1)  # numpy seeds must be >= 0
 
 
 class ChunkConfig(_Section):

@@ -146,6 +146,8 @@ class Go2Env:
         self.scene.build(n_envs=self.n_envs)
         self.rigid = self.scene.sim.rigid_solver
 
+        # The feet are fixed links merged into the calves: contacts are read on the calf links.
+        self.foot_links = [self.robot.get_link(f"{leg}_calf").idx_local for leg in ("FR", "FL", "RR", "RL")]
         self.motor_dofs = [self.robot.get_joint(name).dofs_idx_local[0] for name in JOINT_NAMES]
         self.robot.set_dofs_kp([e.kp] * 12, self.motor_dofs)
         self.robot.set_dofs_kv([e.kd] * 12, self.motor_dofs)
@@ -186,6 +188,8 @@ class Go2Env:
         self.episode_return = torch.zeros((n,), device=dev, dtype=f)
         self.episode_terms = {k: torch.zeros((n,), device=dev, dtype=f) for k in self.reward_weights}
         self.start_xy = torch.zeros((n, 2), device=dev, dtype=f)
+        self.feet_air_time = torch.zeros((n, 4), device=dev, dtype=f)
+        self.last_contacts = torch.zeros((n, 4), device=dev, dtype=torch.bool)
         self.obs_buf = torch.zeros((n, self.num_obs), device=dev, dtype=f)
         self.rew_buf = torch.zeros((n,), device=dev, dtype=f)
         self.gen = torch.Generator(device=dev)
@@ -279,6 +283,8 @@ class Go2Env:
         for v in self.episode_terms.values():
             v[idx] = 0.0
         self.start_xy[idx] = self.base_pos[idx, :2]
+        self.feet_air_time[idx] = 0.0
+        self.last_contacts[idx] = False
         self._resample_commands(idx)
 
     def reset(self) -> torch.Tensor:
@@ -308,6 +314,8 @@ class Go2Env:
             self._sanitize(invalid)
 
         # Reward.
+        if "feet_air_time" in self.reward_weights:
+            self._update_feet()
         self.rew_buf.zero_()
         for name, fn in self.reward_functions.items():
             r = fn() * (self.reward_weights[name] * self.reward_scale)
@@ -354,6 +362,17 @@ class Go2Env:
                   self.projected_gravity, self.base_euler, self.dof_pos, self.dof_vel):
             t[idx] = torch.nan_to_num(t[idx], nan=0.0, posinf=0.0, neginf=0.0)
 
+    def _update_feet(self) -> None:
+        """Foot contacts (calf-link contact force) and swing timers, for the feet_air_time term."""
+        force = self.robot.get_links_net_contact_force()[:, self.foot_links, 2]
+        contact = force > 1.0
+        contact_filt = contact | self.last_contacts  # contact reports flicker on hard ground
+        self.last_contacts = contact
+        self.first_contact = (self.feet_air_time > 0.0) & contact_filt
+        self.feet_air_time += self.dt
+        self.touchdown_air_time = self.feet_air_time * self.first_contact
+        self.feet_air_time *= ~contact_filt
+
     def check_termination(self) -> torch.Tensor:
         """Fallen (height, with the grace period) or tilted beyond the roll/pitch limits."""
         t = self.cfg.termination
@@ -395,6 +414,11 @@ class Go2Env:
     def _reward_forward_progress(self) -> torch.Tensor:
         """Forward speed in the heading frame, capped at the command (no pay for sprinting)."""
         return torch.minimum(self.heading_speed, self.commands[:, 0])
+
+    def _reward_feet_air_time(self) -> torch.Tensor:
+        """legged_gym's swing reward: at each touchdown, (air time - target); only while commanded to move."""
+        rew = torch.sum((self.touchdown_air_time - self.cfg.reward.feet_air_time_target) * self.first_contact, dim=1)
+        return rew * (torch.norm(self.commands[:, :2], dim=1) > 0.1)
 
     def _reward_alive(self) -> torch.Tensor:
         return torch.ones_like(self.rew_buf)

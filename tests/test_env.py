@@ -158,3 +158,28 @@ def test_quaternion_helpers_match_genesis():
     v = torch.randn(64, 3, generator=g)
     torch.testing.assert_close(quat_rotate_inverse(q, v), transform_by_quat(v, inv_quat(q)), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(quat_to_rpy_deg(q), quat_to_xyz(q, rpy=True, degrees=True), atol=1e-3, rtol=1e-4)
+
+
+def test_feet_air_time_times_swings_at_touchdown():
+    from go2train.env import Go2Env
+
+    cfg = Config()
+    cfg.env.n_envs = 2
+    cfg.reward.feet_air_time = 1.0
+    env = Go2Env(cfg)
+    env.reset()
+    for _ in range(40):  # settle on four feet
+        env.step(torch.zeros(2, 12))
+    assert env.last_contacts.all(), "a standing robot has four feet on the ground"
+    env.episode_terms["feet_air_time"].zero_()
+    # robot 0 lifts its FR foot for 20 steps, robot 1 keeps standing
+    fr_touchdown = torch.zeros(2)
+    for t in range(40):
+        a = torch.zeros(2, 12)
+        if t < 20:
+            a[0, 1], a[0, 2] = 2.0, 3.0  # FR thigh forward/up, calf folded
+        env.step(a)
+        fr_touchdown = torch.maximum(fr_touchdown, env.touchdown_air_time[:, 0])
+    assert fr_touchdown[0] >= 0.1 and fr_touchdown[1] == 0.0, fr_touchdown  # the swing is timed at touchdown
+    terms = env.episode_terms["feet_air_time"]
+    assert terms[0] != 0.0 and terms[1] == 0.0  # standing still earns (and pays) nothing
