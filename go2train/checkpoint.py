@@ -69,7 +69,6 @@ def save(
     tmp_paths = []
     try:
         for role, fname in data_files(name).items():
-            final = rd.models / fname
             tmp = rd.models / f".{fname}.{os.getpid()}.tmp"
             tmp_paths.append(tmp)
             writers[role](tmp)

@@ -17,10 +17,10 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import go2train
 
 from go2train import checkpoint
 from go2train.evaluate import LEGS, is_lazy_optimum
@@ -46,7 +46,7 @@ net_arch = [32, 32]
 
 
 def _go2train(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "go2train", *args], capture_output=True, text=True, timeout=timeout)
+    return go2train(*args, timeout=timeout, new_session=False)
 
 
 def _zero_policy_checkpoint(rd: RunDir, src: int, dst: int) -> None:

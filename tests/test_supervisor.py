@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import go2train, procs_mentioning
 
 from go2train.runfiles import read_json, read_jsonl
 
@@ -52,8 +53,7 @@ def env_for(run: Path, gpu: bool = False) -> dict[str, str]:
 
 
 def cli(*args, env=None, timeout=30):
-    return subprocess.run([PY, "-m", "go2train", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, start_new_session=True)
+    return go2train(*args, env=env, timeout=timeout)
 
 
 def run_daemon(run: Path, env=None, timeout=40):
@@ -97,17 +97,6 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def procs_mentioning(path: Path):
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if p.pid != os.getpid() and str(path) in " ".join(p.info["cmdline"] or []):
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
 
 
 @pytest.fixture(autouse=True)

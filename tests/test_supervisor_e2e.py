@@ -16,13 +16,12 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
+from helpers import go2train, procs_mentioning
 
 from go2train.runfiles import read_json, read_jsonl
 
@@ -66,8 +65,7 @@ poll_s = 0.5
 
 
 def cli(*args, env=None, timeout=60):
-    return subprocess.run([PY, "-m", "go2train", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, start_new_session=True)
+    return go2train(*args, env=env, timeout=timeout)
 
 
 def wait_for(pred, timeout, what):
@@ -78,17 +76,6 @@ def wait_for(pred, timeout, what):
             return val
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def procs_mentioning(path: Path):
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if p.pid != os.getpid() and str(path) in " ".join(p.info["cmdline"] or []):
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
 
 
 def test_real_worker_segfault_stop_kill9_resume(tmp_path):

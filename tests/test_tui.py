@@ -194,7 +194,7 @@ def test_running(tmp_path):
     assert "crash after 55s · Fatal Python error: Segmentation fault" in wide  # the telling line
     assert "video of chunk 100 in 42s" in text
     assert "RUNNING ← STARTING" not in text and "peak RSS" not in text  # routine: not listed
-    assert "memory now" in text and "supervisor " in text and f"worker" in text
+    assert "memory now" in text and "supervisor " in text and "worker" in text
     assert "needs you" not in text  # nothing to warn about
 
 

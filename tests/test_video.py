@@ -12,14 +12,13 @@ Checkpoints in the run:
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import go2train
 
 from go2train import checkpoint
 from go2train.runfiles import RunDir, chunk_name, read_json
@@ -49,7 +48,7 @@ steps = {STEPS}
 
 
 def _go2train(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "go2train", *args], capture_output=True, text=True, timeout=timeout)
+    return go2train(*args, timeout=timeout, new_session=False)
 
 
 def _probe(path: Path) -> tuple[int, tuple[int, int], float, str]:
