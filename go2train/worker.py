@@ -343,7 +343,7 @@ class Worker:
         resume = None
         if (rd.models / f"{checkpoint.RESUME}.json").exists():
             rm = read_json(rd.models / f"{checkpoint.RESUME}.json", {}) or {}
-            if rm.get("chunk") == self.prev_milestone and rm.get("timesteps", -1) > (manifest or {}).get("timesteps", -1):
+            if resume_point_applies(rm, manifest, self.prev_milestone):
                 try:
                     checkpoint.verify(rd, checkpoint.RESUME)
                     model = self._load(rm, venv)
@@ -459,6 +459,15 @@ class Worker:
         if cfg.chunk.max_episodes and self.milestone >= cfg.chunk.max_episodes:
             return exitcodes.RUN_COMPLETE
         return exitcodes.CHUNK_DONE
+
+
+def resume_point_applies(rm: dict[str, Any], base: dict[str, Any] | None, prev_milestone: int) -> bool:
+    """Whether resume point ``rm`` continues checkpoint ``base`` (None: a fresh start): same chunk, more
+    timesteps, and written after ``base``. A damaged chunk redone within one resume interval leaves
+    the discarded lineage's resume point behind, with the same chunk number: it must not be loaded."""
+    base = base or {}
+    return (rm.get("chunk") == prev_milestone and rm.get("timesteps", -1) > base.get("timesteps", -1)
+            and rm.get("created", 0) > base.get("created", 0))
 
 
 def _write_with(path: Path, save) -> None:
