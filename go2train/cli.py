@@ -7,6 +7,7 @@ Bad input: one line on stderr naming the file/key/value at fault, exit code 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -39,11 +40,15 @@ def load_config(config: Optional[Path], run_dir: Path):
         fail(str(exc))
 
 
-def check_run_dir(run_dir: Path, must_exist: bool = True) -> Path:
+def check_run_dir(run_dir: Path, must_exist: bool = True, writable: bool = False) -> Path:
     """Resolve and check a run directory: one clear line and exit 2 when unusable."""
     run_dir = run_dir.absolute()
     if must_exist and not run_dir.is_dir():
         fail(f"run directory {run_dir} does not exist")
+    if writable:  # commands that write: say so now, not with a traceback from the first mkdir
+        for d in (run_dir, run_dir / "models", run_dir / "videos", run_dir / "logs", run_dir / "logs" / "chunks"):
+            if d.is_dir() and not os.access(d, os.W_OK | os.X_OK):
+                fail(f"{'run directory ' if d == run_dir else ''}{d} is not writable")
     return run_dir
 
 
@@ -53,7 +58,7 @@ def daemon_start(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) 
     """Start the supervisor detached (own session, output in logs/daemon.log); print its pid."""
     from supervisor import control
 
-    run_dir = check_run_dir(run_dir)
+    run_dir = check_run_dir(run_dir, writable=True)
     load_config(config, run_dir)  # bad config: one line, exit 2, nothing written
     raise typer.Exit(control.start(run_dir, config))
 
@@ -63,7 +68,7 @@ def daemon_run(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) ->
     """Run the supervisor in the foreground (systemd, containers, tmux)."""
     from supervisor import control
 
-    run_dir = check_run_dir(run_dir)
+    run_dir = check_run_dir(run_dir, writable=True)
     cfg = load_config(config, run_dir)
     raise typer.Exit(control.run_foreground(run_dir, config, cfg))
 
@@ -98,7 +103,7 @@ def daemon_status(run_dir: Path = RunDirOpt) -> None:
 @config_app.command("show")
 def config_show(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Print the effective configuration as JSON."""
-    cfg = load_config(config, run_dir)
+    cfg = load_config(config, check_run_dir(run_dir))
     typer.echo(cfg.to_json())
 
 
@@ -108,7 +113,7 @@ def train_chunk(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -
     """Train one chunk in this process (the supervisor runs this; exit codes: docs/CONTRACTS.md)."""
     from go2train import worker
 
-    run_dir = check_run_dir(run_dir)
+    run_dir = check_run_dir(run_dir, writable=True)
     load_config(config, run_dir)
     raise typer.Exit(worker.run(run_dir, config))
 
@@ -148,6 +153,24 @@ def walkbench(
     if config is not None:
         load_config(config, Path("."))
     raise typer.Exit(wb.main(config, minutes, run_dir, episodes, json_out))
+
+
+@app.command("chaos")
+def chaos_cmd(
+    faults: int = typer.Option(60, "--faults", help="Worker and supervisor faults to inject (about 1 in 6 kills the supervisor)."),
+    minutes: float = typer.Option(45.0, "--minutes", help="Time budget; the run must reach DONE within it."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the fault plan (kinds, parameters, delays, failing renders)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="A new or empty directory (default: a temp dir)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
+) -> None:
+    """Reliability campaign: a real daemon on a tiny config, seeded faults, then checks (docs/RELIABILITY.md)."""
+    from go2train import chaos
+
+    try:
+        code = chaos.main(faults, minutes, seed, run_dir, json_out)
+    except chaos.ChaosError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
 
 
 @app.command("status")
