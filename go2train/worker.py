@@ -325,6 +325,11 @@ class Worker:
         self.heartbeat()
         hb.start()
 
+        # Early estimate of the chunk in progress (confirmed once a checkpoint has loaded), so the
+        # supervisor and the TUI know it during the start-up, which can take minutes.
+        newest = checkpoint.chunk_milestones(rd)
+        self.milestone = (newest[0] if newest else 0) + cfg.chunk.episodes
+        self.heartbeat()
         self.backend = init_genesis(cfg.env.backend, seed=cfg.env.seed)
         self.device = resolve_device(cfg.ppo)
         if cfg.ppo.torch_threads:
@@ -353,6 +358,7 @@ class Worker:
                     log.warning("resume point damaged (%s); moved to %s", exc, dest)
         src = resume or base
         if cfg.chunk.max_episodes and self.prev_milestone >= cfg.chunk.max_episodes:
+            self.milestone = 0  # nothing trained: the supervisor must not look for a new chunk record
             log.info("run complete: chunk %d reached max_episodes %d", self.prev_milestone, cfg.chunk.max_episodes)
             self.stop.set()
             self.phase = "exiting"

@@ -12,7 +12,6 @@ Must be run in the main thread. Imports neither torch nor genesis.
 from __future__ import annotations
 
 import os
-import resource
 import select
 import signal
 import sys
@@ -172,7 +171,7 @@ class Supervisor:
             "updated": time.time(),
             "fatal_reason": i["fatal_reason"],
             "run_dir": str(self.rd.root),
-            "supervisor_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+            "supervisor_peak_rss_mb": round(procs.own_peak_rss_mb(), 1),
         }
 
     def _write_state(self) -> None:

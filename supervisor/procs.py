@@ -216,3 +216,18 @@ def terminate_group(pgid: int, timeout_s: float, is_alive) -> bool:
         time.sleep(0.05)
     killpg(pgid, signal.SIGKILL)
     return True
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Unlike getrusage's ru_maxrss, it is reset by exec, so a
+    supervisor started from a large parent (a test runner with Genesis loaded) reports its own."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
