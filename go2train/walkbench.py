@@ -5,8 +5,9 @@ real supervisor (`go2train daemon run`) for ``--minutes`` of wall time, stops it
 evaluates every chunk in one process (`go2train.evaluate.evaluate_many`) and prints, per chunk, the
 wall time at which it was finished and its eval figures, and the first chunk that walks:
 
-    forward speed >= 0.9 x command, survival >= 95 %, base height 0.27 +- 0.03 m, tilt <= 5 deg,
-    and no lazy-optimum flag.
+    forward speed (heading frame) >= 0.9 x command, world displacement speed >= 0.8 x command (it
+    walks where it is told, not in circles), survival >= 95 %, base height 0.27 +- 0.03 m,
+    tilt <= 5 deg, and no lazy-optimum flag.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def walks(r: dict, cmd: float) -> bool:
     p = r["policy"]
     return (
         p["forward_speed"] >= 0.9 * cmd
+        and p["displacement_speed"] >= 0.8 * cmd
         and p["survival"] >= 0.95
         and abs(p["base_height_mean"] - 0.27) <= 0.03
         and p["tilt_deg"] <= 5.0
@@ -77,7 +79,8 @@ def main(config: Path | None, minutes: float, run_dir: Path | None, episodes: in
             first_walk = (r["chunk"], wall_min)
         p = r["policy"]
         rows.append({"chunk": r["chunk"], "wall_min": round(wall_min, 1), "timesteps": m.get("timesteps_total"),
-                     "forward_speed": round(p["forward_speed"], 3), "survival": round(p["survival"], 3),
+                     "forward_speed": round(p["forward_speed"], 3),
+                     "displacement_speed": round(p["displacement_speed"], 3), "survival": round(p["survival"], 3),
                      "height": round(p["base_height_mean"], 3), "tilt_deg": round(p["tilt_deg"], 2),
                      "reward": round(p["reward"], 2), "baseline_reward": round(r["baseline"]["reward"], 2),
                      "lazy": r["lazy_optimum"], "walks": ok})
@@ -87,10 +90,11 @@ def main(config: Path | None, minutes: float, run_dir: Path | None, episodes: in
     if json_out:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{'chunk':>6} {'min':>6} {'steps':>10} {'speed':>7} {'surv':>6} {'height':>7} {'tilt':>6} "
+        print(f"{'chunk':>6} {'min':>6} {'steps':>10} {'speed':>7} {'disp':>6} {'surv':>6} {'height':>7} {'tilt':>6} "
               f"{'reward':>8} {'still':>8}  lazy walks")
         for x in rows:
             print(f"{x['chunk']:>6} {x['wall_min']:>6} {x['timesteps'] or 0:>10} {x['forward_speed']:>7} "
+                  f"{x['displacement_speed']:>6} "
                   f"{x['survival']:>6} {x['height']:>7} {x['tilt_deg']:>6} {x['reward']:>8} "
                   f"{x['baseline_reward']:>8}  {'YES' if x['lazy'] else 'no':>4} {'YES' if x['walks'] else 'no':>5}")
         ttw = f"{first_walk[1]:.1f} min (chunk {first_walk[0]})" if first_walk else "not reached"
