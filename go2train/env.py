@@ -328,9 +328,12 @@ class Go2Env:
         truncated = (self.episode_length >= e.episode_steps) & ~terminated
         done = terminated | truncated
 
-        # Resample commands on schedule.
+        # Resample commands on schedule; steer back to the start heading if asked.
         resample = (self.episode_length % e.resample_command_steps == 0).nonzero().flatten()
         self._resample_commands(resample)
+        if e.heading_command:
+            err = torch.remainder(-self.base_euler[:, 2] + 180.0, 360.0) - 180.0  # target heading 0
+            self.commands[:, 2] = torch.clip(e.heading_gain * torch.deg2rad(err), -1.0, 1.0)
 
         obs = self._compute_obs()
         done_idx = done.nonzero().flatten()
@@ -389,7 +392,8 @@ class Go2Env:
 
     # ------------------------------------------------------------------ reward terms
     def _reward_tracking_lin_vel(self) -> torch.Tensor:
-        err = torch.sum(torch.square(self.commands[:, :2] - self.base_lin_vel[:, :2]), dim=1)
+        vel = self.base_lin_vel if self.cfg.reward.tracking_frame == "base" else self.world_lin_vel
+        err = torch.sum(torch.square(self.commands[:, :2] - vel[:, :2]), dim=1)
         return torch.exp(-err / self.cfg.reward.tracking_sigma)
 
     def _reward_tracking_ang_vel(self) -> torch.Tensor:

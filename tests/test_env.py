@@ -183,3 +183,27 @@ def test_feet_air_time_times_swings_at_touchdown():
     assert fr_touchdown[0] >= 0.1 and fr_touchdown[1] == 0.0, fr_touchdown  # the swing is timed at touchdown
     terms = env.episode_terms["feet_air_time"]
     assert terms[0] != 0.0 and terms[1] == 0.0  # standing still earns (and pays) nothing
+
+
+def test_heading_command_steers_back_and_heading_frame_tracking_pays_no_circles(env):
+    env.reset()
+    env.step(torch.zeros(N, 12))
+    cfg = env.cfg
+    try:
+        cfg.env.heading_command = True
+        half = np.deg2rad(30) / 2  # robots turned 30 degrees to the left
+        env.robot.set_quat(torch.tensor([[np.cos(half), 0.0, 0.0, np.sin(half)]] * N), zero_velocity=True)
+        env.step(torch.zeros(N, 12))
+        assert env.commands[:, 2].tolist() == pytest.approx([-0.5 * np.deg2rad(30)] * N, abs=0.02)  # turn right
+        # walking at the commanded 0.5 m/s but 30 degrees off course
+        env.world_lin_vel[:] = torch.tensor([0.5 * np.cos(2 * half), 0.5 * np.sin(2 * half), 0.0])
+        env.base_lin_vel[:] = torch.tensor([0.5, 0.0, 0.0])
+        cfg.reward.tracking_frame = "base"
+        assert env._reward_tracking_lin_vel().tolist() == pytest.approx([1.0] * N)
+        cfg.reward.tracking_frame = "heading"
+        off = 0.25 * ((1 - np.cos(2 * half)) ** 2 + np.sin(2 * half) ** 2)
+        assert env._reward_tracking_lin_vel().tolist() == pytest.approx([np.exp(-off / 0.25)] * N, rel=1e-4)
+    finally:
+        cfg.env.heading_command = False
+        cfg.reward.tracking_frame = "base"
+        env.reset()
