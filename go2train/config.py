@@ -62,7 +62,7 @@ class EnvConfig(_Section):
     resample_command_steps: int = Field(200, ge=1)
     # legged_gym's heading command: the yaw-rate command steers back to the start heading,
     # clip(heading_gain * heading error, +-1 rad/s), so drifting off course is observable and paid.
-    heading_command: bool = False
+    heading_command: bool = True
     heading_gain: float = Field(0.5, ge=0)
     reset_joint_noise: float = Field(0.05, ge=0, le=0.5)  # rad, uniform, added to the default pose at reset
     gait_period_steps: int = Field(0, ge=0, le=1000)  # 0 = no gait clock in the observation
@@ -104,7 +104,7 @@ class RewardConfig(_Section):
     tracking_sigma: float = Field(0.25, gt=0)
     # "base": track the command in the robot's own frame (Genesis example); "heading": in the frame
     # of the start heading, so walking in circles at the commanded speed is not paid.
-    tracking_frame: Literal["base", "heading"] = "base"
+    tracking_frame: Literal["base", "heading"] = "heading"
     tracking_lin_vel: float = 2.0
     tracking_ang_vel: float = 0.2
     lin_vel_z: float = -1.0

@@ -189,6 +189,7 @@ def test_heading_command_steers_back_and_heading_frame_tracking_pays_no_circles(
     env.reset()
     env.step(torch.zeros(N, 12))
     cfg = env.cfg
+    saved = cfg.env.heading_command, cfg.reward.tracking_frame
     try:
         cfg.env.heading_command = True
         half = np.deg2rad(30) / 2  # robots turned 30 degrees to the left
@@ -204,6 +205,5 @@ def test_heading_command_steers_back_and_heading_frame_tracking_pays_no_circles(
         off = 0.25 * ((1 - np.cos(2 * half)) ** 2 + np.sin(2 * half) ** 2)
         assert env._reward_tracking_lin_vel().tolist() == pytest.approx([np.exp(-off / 0.25)] * N, rel=1e-4)
     finally:
-        cfg.env.heading_command = False
-        cfg.reward.tracking_frame = "base"
+        cfg.env.heading_command, cfg.reward.tracking_frame = saved
         env.reset()
