@@ -163,8 +163,9 @@ def make_plan(faults: int, seed: int) -> list[dict[str, Any]]:
         elif kind == "stopcont":
             f["delay_s"] = round(rng.uniform(0.0, 8.0), 2)
             f["stop_s"] = round(rng.uniform(2.0, 8.0), 2)
-        elif kind == "sup_kill":
-            f["delay_s"] = round(rng.uniform(0.0, 15.0), 2)
+        elif kind == "sup_kill":  # any state (mostly a worker starting up), or a worker training
+            f["phase"] = rng.choice(["any", "training"])
+            f["delay_s"] = round(rng.uniform(0.0, 15.0) if f["phase"] == "any" else rng.uniform(0.0, 4.0), 2)
         plan.append(f)
     return plan
 
@@ -335,7 +336,16 @@ class Monitor(threading.Thread):
                     except psutil.Error:
                         pass
         if scan:
-            workers = [p.pid for p in procs_mentioning(self.rd.root) if "train-chunk" in _cmdline(p.pid)]
+            # Workers are started in their own session: count process-group leaders. A worker's own
+            # children (Genesis/torch start-up runs `file`, `ldconfig`, cpuinfo...) carry its command
+            # line between fork and exec, but belong to its group.
+            workers = []
+            for p in procs_mentioning(self.rd.root):
+                try:
+                    if "train-chunk" in _cmdline(p.pid) and os.getpgid(p.pid) == p.pid:
+                        workers.append(p.pid)
+                except OSError:
+                    pass
             with self.lock:
                 self.scans += 1
                 self.max_workers = max(self.max_workers, len(workers))
@@ -659,10 +669,19 @@ class Campaign:
 
     def _f_sup_kill(self, f: dict[str, Any]) -> None:
         for _ in range(20):
+            w = None
+            if f.get("phase") == "training":  # its orphan must write a resume point when stopped
+                w = self.wait_worker("training", STARTUP_TIMEOUT_S + 120.0)
+                if w is None:
+                    return
             sp = self.wait(self.supervisor_pid, 60.0, "a live supervisor")
             if sp is None:
                 return
-            time.sleep(f["delay_s"])
+            if w is not None:
+                if not self.sleep_on(w, f["delay_s"]):
+                    continue
+            else:
+                time.sleep(f["delay_s"])
             if self.supervisor_pid() != sp:
                 continue
             st = self.state()
@@ -1010,7 +1029,7 @@ class Campaign:
 
         # 11. one worker at a time
         add("one worker at a time", self.mon.max_workers <= 1,
-            f"max {self.mon.max_workers} live train-chunk processes over {self.mon.scans} process scans"
+            f"max {self.mon.max_workers} live train-chunk process groups over {self.mon.scans} process scans"
             + (f"; overlaps {self.mon.overlaps[:2]}" if self.mon.overlaps else ""))
 
         # 12. orphans

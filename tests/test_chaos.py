@@ -22,7 +22,7 @@ PY = sys.executable
 
 # Seed 12 draws, for five faults: a supervisor kill, a hang, a kill in the middle of a checkpoint
 # write, a corrupted checkpoint and a segfault (plus the first milestone's failing render).
-SHORT = {"faults": 5, "minutes": 6, "seed": 12}
+SHORT = {"faults": 5, "minutes": 9, "seed": 12}
 
 
 def clean_env() -> dict[str, str]:
