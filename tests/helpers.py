@@ -12,6 +12,13 @@ import psutil
 PY = sys.executable
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without GO2TRAIN_* variables (failpoints, render hooks), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GO2TRAIN_")}
+    env.update(extra)
+    return env
+
+
 def go2train(*args: str, env: dict | None = None, timeout: float = 60, cwd: Path | None = None,
              new_session: bool = True) -> subprocess.CompletedProcess:
     """Run ``python -m go2train ARGS`` as a real process (own session: signals stay inside)."""

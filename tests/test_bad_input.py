@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import procs_mentioning
+from helpers import clean_env, procs_mentioning
 
 import helpers
 from go2train import checkpoint
@@ -42,12 +42,6 @@ pytestmark = pytest.mark.timeout(120)
 
 
 # ---------------------------------------------------------------------- helpers
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GO2TRAIN_")}
-    env.update(extra)
-    return env
-
-
 def go2train(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return helpers.go2train(*args, env=env or clean_env(), timeout=timeout)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import clean_env
+
 from go2train import chaos
 
 PY = sys.executable
@@ -23,10 +25,6 @@ PY = sys.executable
 # Seed 12 draws, for five faults: a supervisor kill, a hang, a kill in the middle of a checkpoint
 # write, a corrupted checkpoint and a segfault (plus the first milestone's failing render).
 SHORT = {"faults": 5, "minutes": 9, "seed": 12}
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("GO2TRAIN_")}
 
 
 def test_plan_is_seeded_and_has_the_campaign_mix():
