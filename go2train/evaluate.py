@@ -190,6 +190,48 @@ class _Feet:
         return centre[..., 2] - self.radius  # (n, 4), ~0 when standing on the foot
 
 
+class _GaitSync:
+    """Which feet move together: the Pearson correlation of two feet's clearance over an episode,
+    per robot, averaged over robots (alive steps only). A trot lifts diagonal feet together and
+    alternates the two feet of a pair: ``diagonal_sync`` near +1, ``pair_sync`` (front pair and
+    rear pair) near -1. A shuffle or a vibration has no such structure (both near 0); a pronk or
+    bound has a positive pair correlation."""
+
+    DIAGONAL = ((0, 3), (1, 2))  # FR-RL, FL-RR
+    PAIRS = ((0, 1), (2, 3))  # FR-FL, RR-RL
+
+    def __init__(self, n: int, dev) -> None:
+        import torch
+
+        z = lambda *shape: torch.zeros(shape, device=dev, dtype=torch.float64)  # noqa: E731
+        self.n, self.s1, self.s2, self.sxy = z(n), z(n, 4), z(n, 4), z(n, 4)
+
+    def add(self, c, m) -> None:
+        c, m = c.double(), m.double()
+        self.n += m
+        self.s1 += c * m[:, None]
+        self.s2 += c * c * m[:, None]
+        for k, (i, j) in enumerate(self.DIAGONAL + self.PAIRS):
+            self.sxy[:, k] += c[:, i] * c[:, j] * m
+
+    def figures(self) -> dict[str, float | None]:
+        import torch
+
+        ok = self.n >= 25  # at least half a second of samples
+        if not bool(ok.any()):
+            return {"diagonal_sync": None, "pair_sync": None}
+        n = self.n[ok][:, None]
+        mean, sxy = self.s1[ok] / n, self.sxy[ok] / n
+        var = (self.s2[ok] / n - mean**2).clamp_min(0.0)
+        corr = []
+        for k, (i, j) in enumerate(self.DIAGONAL + self.PAIRS):
+            den = torch.sqrt(var[:, i] * var[:, j])
+            cov = sxy[:, k] - mean[:, i] * mean[:, j]
+            corr.append(torch.where(den > 1e-12, cov / den.clamp_min(1e-12), torch.zeros_like(den)))
+        corr = torch.stack(corr, 1)  # (robots, 4)
+        return {"diagonal_sync": float(corr[:, :2].mean()), "pair_sync": float(corr[:, 2:].mean())}
+
+
 # ---------------------------------------------------------------- scene cache
 _SCENES: dict[str, Any] = {}
 _BASELINES: dict[str, dict[str, Any]] = {}
@@ -257,6 +299,7 @@ def _run_pass(env, feet: "_Feet", cfg: Config, steps: int, cmd_vx: float, act=No
     streak = torch.zeros((n, 4), device=dev)  # current air streak (steps)
     swing_steps = torch.zeros((n, 4), device=dev)  # steps of completed swings
     touchdowns = torch.zeros((n, 4), device=dev)
+    gait = _GaitSync(n, dev)
     prev_act = None
 
     for t in range(steps):
@@ -300,6 +343,7 @@ def _run_pass(env, feet: "_Feet", cfg: Config, steps: int, cmd_vx: float, act=No
         disp[alive] = d[alive]
 
         c = feet.clearance()
+        gait.add(c, m)
         in_air = c > AIR_THRESHOLD_M
         am = alive[:, None].expand_as(in_air)
         landed |= (~in_air) & am
@@ -348,6 +392,7 @@ def _run_pass(env, feet: "_Feet", cfg: Config, steps: int, cmd_vx: float, act=No
         "air_time_per_swing_s": float(swing_steps.sum()) * dt / n_td if n_td > 0 else None,
         "touchdowns_per_s": n_td / (float(foot_steps.sum()) * dt / 4.0) if float(foot_steps.sum()) > 0 else 0.0,
         "action_smoothness": float(s["smooth"] / s["smooth_n"]) if float(s["smooth_n"]) > 0 else 0.0,
+        **gait.figures(),
         "reward": float(ep_ret.mean()),
         "reward_terms": {name: float(ep_terms[:, k].mean()) for k, name in enumerate(names)},
         "invalid_resets": int(env.invalid_count),
@@ -481,6 +526,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("foot_clearance_max_m", "max foot clearance (m)", "{:.3f}"),
     ("air_time_per_swing_s", "air time per swing (s)", "{:.3f}"),
     ("touchdowns_per_s", "touchdowns per foot per s", "{:.2f}"),
+    ("diagonal_sync", "diagonal feet together (corr)", "{:+.2f}"),
+    ("pair_sync", "front/rear pair together (corr)", "{:+.2f}"),
     ("action_smoothness", "action smoothness mean Δa²", "{:.3g}"),
     ("reward", "episode reward", "{:+.3f}"),
 ]

@@ -82,20 +82,24 @@ def main(config: Path | None, minutes: float, run_dir: Path | None, episodes: in
                      "forward_speed": round(p["forward_speed"], 3),
                      "displacement_speed": round(p["displacement_speed"], 3), "survival": round(p["survival"], 3),
                      "height": round(p["base_height_mean"], 3), "tilt_deg": round(p["tilt_deg"], 2),
+                     "air_time_per_swing_s": p["air_time_per_swing_s"] and round(p["air_time_per_swing_s"], 3),
+                     "diagonal_sync": p["diagonal_sync"] and round(p["diagonal_sync"], 2),
                      "reward": round(p["reward"], 2), "baseline_reward": round(r["baseline"]["reward"], 2),
                      "lazy": r["lazy_optimum"], "walks": ok})
     summary = {"run_dir": str(rd.root), "trained_s": round(trained_s), "time_to_walk_min": first_walk and round(first_walk[1], 1),
                "first_walking_chunk": first_walk and first_walk[0], "chunks": rows}
     atomic_write_json(rd.logs / "walkbench.json", summary)
+    atomic_write_json(rd.logs / "walkbench_eval.json", results)  # every figure of every chunk
     if json_out:
         print(json.dumps(summary, indent=2))
     else:
         print(f"{'chunk':>6} {'min':>6} {'steps':>10} {'speed':>7} {'disp':>6} {'surv':>6} {'height':>7} {'tilt':>6} "
-              f"{'reward':>8} {'still':>8}  lazy walks")
+              f"{'air':>6} {'diag':>6} {'reward':>8} {'still':>8}  lazy walks")
         for x in rows:
             print(f"{x['chunk']:>6} {x['wall_min']:>6} {x['timesteps'] or 0:>10} {x['forward_speed']:>7} "
                   f"{x['displacement_speed']:>6} "
-                  f"{x['survival']:>6} {x['height']:>7} {x['tilt_deg']:>6} {x['reward']:>8} "
+                  f"{x['survival']:>6} {x['height']:>7} {x['tilt_deg']:>6} {x['air_time_per_swing_s']!s:>6} "
+                  f"{x['diagonal_sync']!s:>6} {x['reward']:>8} "
                   f"{x['baseline_reward']:>8}  {'YES' if x['lazy'] else 'no':>4} {'YES' if x['walks'] else 'no':>5}")
         ttw = f"{first_walk[1]:.1f} min (chunk {first_walk[0]})" if first_walk else "not reached"
         print(f"time to walk: {ttw}; trained {trained_s / 60:.1f} min in {rd.root}")

@@ -122,6 +122,8 @@ def _check_figs(f: dict, steps: int, dt: float) -> None:
     assert -0.02 < f["foot_clearance_max_m"] < 0.5  # sphere radius above the ground: ~0 when standing
     assert f["air_time_per_swing_s"] is None or 0.0 < f["air_time_per_swing_s"] <= steps * dt
     assert f["touchdowns_per_s"] >= 0.0 and f["action_smoothness"] >= 0.0
+    for key in ("diagonal_sync", "pair_sync"):
+        assert f[key] is None or -1.0 - 1e-6 <= f[key] <= 1.0 + 1e-6, (key, f[key])
     assert f["invalid_resets"] == 0
     terms = f["reward_terms"]
     assert {"height", "tracking_lin_vel"} <= set(terms)
@@ -142,6 +144,32 @@ def test_eval_figures_sane(run_dir, trained):
     # The baseline holds the default pose: no action changes at all.
     assert r["baseline"]["action_smoothness"] == 0.0
     assert r["baseline"]["reward_terms"].get("action_rate", 0.0) == 0.0
+
+
+def test_gait_sync_tells_a_trot_from_a_pace_and_a_shuffle():
+    """The gait figures on synthetic foot heights (FR, FL, RR, RL) of three robots."""
+    import torch
+
+    from go2train.evaluate import _GaitSync
+
+    t = torch.arange(200, dtype=torch.float64) * 0.02
+    lift = lambda phase: 0.05 * torch.clamp(torch.sin(2 * math.pi * 2.0 * t + phase), min=0)  # noqa: E731
+    trot = torch.stack([lift(0), lift(math.pi), lift(math.pi), lift(0)], 1)
+    pace = torch.stack([lift(0), lift(math.pi), lift(0), lift(math.pi)], 1)  # lateral pairs together
+    shuffle = 0.002 * torch.rand(200, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    figs = {}
+    for name, c in (("trot", trot), ("pace", pace), ("shuffle", shuffle)):
+        g = _GaitSync(1, "cpu")
+        for k in range(200):
+            g.add(c[k : k + 1].float(), torch.ones(1))
+        figs[name] = g.figures()
+    assert figs["trot"]["diagonal_sync"] > 0.95 and figs["trot"]["pair_sync"] < -0.3
+    assert figs["pace"]["diagonal_sync"] < -0.3 and figs["pace"]["pair_sync"] < -0.3
+    assert abs(figs["shuffle"]["diagonal_sync"]) < 0.2 and abs(figs["shuffle"]["pair_sync"]) < 0.2
+    # Too few alive samples: no figure rather than a made-up one.
+    g = _GaitSync(1, "cpu")
+    g.add(trot[:1].float(), torch.ones(1))
+    assert g.figures() == {"diagonal_sync": None, "pair_sync": None}
 
 
 def test_lazy_optimum_fires_on_stand_still_policy(zero, trained):
