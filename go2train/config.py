@@ -113,6 +113,12 @@ class RewardConfig(_Section):
     forward_progress: float = 0.0
     feet_air_time: float = 1.0
     feet_air_time_target: float = Field(0.5, ge=0)  # s; swings shorter than this are penalised
+    # Trot clock terms (need [env] gait_period_steps > 0): each foot's contact agrees with the
+    # clock's stance/swing (diagonal pairs FR+RL and FL+RR alternate), and the feet follow the
+    # clock's swing-height profile (swing_height x sin(pi x swing progress), 0 in stance).
+    gait_contact: float = 0.0
+    feet_swing_height: float = 0.0
+    swing_height: float = Field(0.08, gt=0, le=0.3)  # m, peak foot clearance of a swing
     alive: float = 0.0
     height: HeightReward = Field(default_factory=HeightReward)
 
@@ -120,7 +126,8 @@ class RewardConfig(_Section):
         """Weights of all terms, by name; the height term's weight is its section's."""
         names = [
             "tracking_lin_vel", "tracking_ang_vel", "lin_vel_z", "action_rate",
-            "similar_to_default", "forward_progress", "feet_air_time", "alive",
+            "similar_to_default", "forward_progress", "feet_air_time", "gait_contact", "feet_swing_height",
+            "alive",
         ]
         out = {n: float(getattr(self, n)) for n in names}
         out["height"] = float(self.height.weight)
@@ -202,6 +209,14 @@ class Config(_Section):
     video: VideoConfig = Field(default_factory=VideoConfig)
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
 
+    @model_validator(mode="after")
+    def _gait_terms_need_a_clock(self) -> "Config":
+        if self.env.gait_period_steps == 0:
+            for k in ("gait_contact", "feet_swing_height"):
+                if getattr(self.reward, k) != 0.0:
+                    raise ValueError(f"[reward] {k} needs a gait clock: set [env] gait_period_steps > 0")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -235,6 +250,8 @@ def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
             msg = err.get("msg", "invalid value")
             if "input" in err and not isinstance(err["input"], dict):
                 msg += f" (got {err['input']!r})"
+        if not [x for x in loc if not isinstance(x, int)]:  # a check across sections names its keys
+            raise ConfigError(f"{source}: {msg.removeprefix('Value error, ')}") from None
         raise ConfigError(f"{source}: {_loc(loc)}: {msg}") from None
 
 

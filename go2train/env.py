@@ -29,13 +29,39 @@ from __future__ import annotations
 import math
 import os
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from go2train.config import JOINT_NAMES, Config
 
 _GS_READY = False
+
+
+def foot_geometry() -> dict[str, Any]:
+    """From Genesis's go2.urdf: each ``<leg>_foot`` link's offset in its calf frame (the fixed
+    ``<leg>_foot_joint``, which Genesis merges into the calf), its collision sphere centre and radius.
+    """
+    out = {"joint": [0.0, 0.0, -0.213], "sphere": [-0.002, 0.0, 0.0], "radius": 0.022}
+    try:
+        from genesis.utils.misc import get_assets_dir
+
+        root = ET.parse(os.path.join(get_assets_dir(), "urdf/go2/urdf/go2.urdf")).getroot()
+        j = root.find("joint[@name='FR_foot_joint']/origin")
+        link = root.find("link[@name='FR_foot']/collision")
+        if j is not None:
+            out["joint"] = [float(x) for x in j.get("xyz", "0 0 0").split()]
+        if link is not None:
+            o, s = link.find("origin"), link.find("geometry/sphere")
+            if o is not None:
+                out["sphere"] = [float(x) for x in o.get("xyz", "0 0 0").split()]
+            if s is not None:
+                out["radius"] = float(s.get("radius"))
+    except Exception:  # noqa: BLE001 - fall back to the Go2's published geometry
+        pass
+    return out
 
 
 def init_genesis(backend: str = "auto", seed: int | None = None) -> str:
@@ -148,6 +174,9 @@ class Go2Env:
 
         # The feet are fixed links merged into the calves: contacts are read on the calf links.
         self.foot_links = [self.robot.get_link(f"{leg}_calf").idx_local for leg in ("FR", "FL", "RR", "RL")]
+        g = foot_geometry()
+        self.foot_radius = g["radius"]
+        self.foot_offset = torch.tensor([a + b for a, b in zip(g["joint"], g["sphere"])], device=self.device)
         self.motor_dofs = [self.robot.get_joint(name).dofs_idx_local[0] for name in JOINT_NAMES]
         self.robot.set_dofs_kp([e.kp] * 12, self.motor_dofs)
         self.robot.set_dofs_kv([e.kd] * 12, self.motor_dofs)
@@ -190,6 +219,7 @@ class Go2Env:
         self.start_xy = torch.zeros((n, 2), device=dev, dtype=f)
         self.feet_air_time = torch.zeros((n, 4), device=dev, dtype=f)
         self.last_contacts = torch.zeros((n, 4), device=dev, dtype=torch.bool)
+        self.trot_offsets = torch.tensor([0.0, 0.5, 0.5, 0.0], device=dev, dtype=f)  # FR, FL, RR, RL
         self.obs_buf = torch.zeros((n, self.num_obs), device=dev, dtype=f)
         self.rew_buf = torch.zeros((n,), device=dev, dtype=f)
         self.gen = torch.Generator(device=dev)
@@ -314,7 +344,7 @@ class Go2Env:
             self._sanitize(invalid)
 
         # Reward.
-        if "feet_air_time" in self.reward_weights:
+        if self.reward_weights.keys() & {"feet_air_time", "gait_contact"}:
             self._update_feet()
         self.rew_buf.zero_()
         for name, fn in self.reward_functions.items():
@@ -376,6 +406,26 @@ class Go2Env:
         self.touchdown_air_time = self.feet_air_time * self.first_contact
         self.feet_air_time *= ~contact_filt
 
+    def foot_clearance(self) -> torch.Tensor:
+        """(n, 4) height of each foot's collision sphere above the ground plane (~0 on the ground).
+        The foot links are merged into the calves: calf pose + the urdf's fixed offset."""
+        from genesis.utils.geom import transform_by_quat
+
+        pos = self.robot.get_links_pos(self.foot_links)
+        quat = self.robot.get_links_quat(self.foot_links)
+        centre = pos + transform_by_quat(self.foot_offset.expand(pos.shape), quat)
+        return centre[..., 2] - self.foot_radius
+
+    def trot_schedule(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gait clock's plan for (FR, FL, RR, RL): stance (bool, n x 4) and swing progress
+        in [0, 1) (n x 4). Diagonal pairs FR+RL and FL+RR are half a period apart; each foot is in
+        stance for the first half of its own phase."""
+        period = max(1, self.cfg.env.gait_period_steps)
+        phase = (self.episode_length.float() % period) / period  # (n,)
+        leg = torch.remainder(phase[:, None] + self.trot_offsets, 1.0)
+        stance = leg < 0.5
+        return stance, torch.where(stance, torch.zeros_like(leg), (leg - 0.5) * 2.0)
+
     def check_termination(self) -> torch.Tensor:
         """Fallen (height, with the grace period) or tilted beyond the roll/pitch limits."""
         t = self.cfg.termination
@@ -414,6 +464,22 @@ class Go2Env:
         h = self.cfg.reward.height
         z = self.base_pos[:, 2]
         return torch.where(z < h.floor, torch.full_like(z, h.floor_penalty), torch.exp(-h.sharpness * (z - h.target).abs()))
+
+    def _moving(self) -> torch.Tensor:
+        return torch.norm(self.commands[:, :2], dim=1) > 0.1
+
+    def _reward_gait_contact(self) -> torch.Tensor:
+        """Fraction of feet whose contact agrees with the trot clock (only while told to move)."""
+        stance, _ = self.trot_schedule()
+        agree = (self.last_contacts == stance).float().mean(dim=1)
+        return agree * self._moving()
+
+    def _reward_feet_swing_height(self) -> torch.Tensor:
+        """Squared error of each foot's clearance against the clock's swing profile (a real step,
+        not a shuffle: the foot must rise ``swing_height`` mid-swing and be down in stance)."""
+        _, swing = self.trot_schedule()
+        target = self.cfg.reward.swing_height * torch.sin(math.pi * swing)
+        return torch.sum(torch.square(self.foot_clearance() - target), dim=1) * self._moving()
 
     def _reward_forward_progress(self) -> torch.Tensor:
         """Forward speed in the heading frame, capped at the command (no pay for sprinting)."""

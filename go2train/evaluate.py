@@ -25,7 +25,6 @@ import math
 import os
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -138,56 +137,15 @@ def is_lazy_optimum(policy_figs: dict[str, Any], baseline_figs: dict[str, Any], 
 
 
 # ---------------------------------------------------------------- feet
-def _foot_geometry() -> dict[str, Any]:
-    """From Genesis's go2.urdf: each ``<leg>_foot`` link's offset in its calf frame (the fixed
-    ``<leg>_foot_joint``, which Genesis merges into the calf), its collision sphere centre and radius.
-    """
-    out = {"joint": [0.0, 0.0, -0.213], "sphere": [-0.002, 0.0, 0.0], "radius": 0.022}
-    try:
-        from genesis.utils.misc import get_assets_dir
-
-        root = ET.parse(os.path.join(get_assets_dir(), "urdf/go2/urdf/go2.urdf")).getroot()
-        j = root.find("joint[@name='FR_foot_joint']/origin")
-        link = root.find("link[@name='FR_foot']/collision")
-        if j is not None:
-            out["joint"] = [float(x) for x in j.get("xyz", "0 0 0").split()]
-        if link is not None:
-            o, s = link.find("origin"), link.find("geometry/sphere")
-            if o is not None:
-                out["sphere"] = [float(x) for x in o.get("xyz", "0 0 0").split()]
-            if s is not None:
-                out["radius"] = float(s.get("radius"))
-    except Exception:  # noqa: BLE001 - fall back to the Go2's published geometry
-        pass
-    return out
-
-
 class _Feet:
-    """Height of each foot's collision sphere above the ground (the plane at z = 0)."""
+    """Height of each foot's collision sphere above the ground (``Go2Env.foot_clearance``)."""
 
     def __init__(self, env):
-        import torch
-
-        robot = env.robot
-        names = {link.name: link for link in robot.links}
-        g = _foot_geometry()
-        self.radius = g["radius"]
-        if all(f"{leg}_foot" in names for leg in LEGS):  # foot links kept as links
-            self.idx = [names[f"{leg}_foot"].idx_local for leg in LEGS]
-            off = g["sphere"]
-        else:  # merged into the calves (Genesis's default for fixed joints)
-            self.idx = [names[f"{leg}_calf"].idx_local for leg in LEGS]
-            off = [a + b for a, b in zip(g["joint"], g["sphere"])]
-        self.robot = robot
-        self.offset = torch.tensor(off, device=env.device, dtype=torch.float32)
+        self.env = env
+        self.radius = env.foot_radius
 
     def clearance(self):
-        from genesis.utils.geom import transform_by_quat
-
-        pos = self.robot.get_links_pos(self.idx)  # (n, 4, 3)
-        quat = self.robot.get_links_quat(self.idx)
-        centre = pos + transform_by_quat(self.offset.expand(pos.shape), quat)
-        return centre[..., 2] - self.radius  # (n, 4), ~0 when standing on the foot
+        return self.env.foot_clearance()
 
 
 class _GaitSync:
@@ -199,6 +157,7 @@ class _GaitSync:
 
     DIAGONAL = ((0, 3), (1, 2))  # FR-RL, FL-RR
     PAIRS = ((0, 1), (2, 3))  # FR-FL, RR-RL
+    MIN_STD = 0.005  # m: a foot whose clearance varies less than this does not step (counts 0)
 
     def __init__(self, n: int, dev) -> None:
         import torch
@@ -227,7 +186,8 @@ class _GaitSync:
         for k, (i, j) in enumerate(self.DIAGONAL + self.PAIRS):
             den = torch.sqrt(var[:, i] * var[:, j])
             cov = sxy[:, k] - mean[:, i] * mean[:, j]
-            corr.append(torch.where(den > 1e-12, cov / den.clamp_min(1e-12), torch.zeros_like(den)))
+            moves = (var[:, i] > self.MIN_STD**2) & (var[:, j] > self.MIN_STD**2)
+            corr.append(torch.where(moves, cov / den.clamp_min(1e-12), torch.zeros_like(den)))
         corr = torch.stack(corr, 1)  # (robots, 4)
         return {"diagonal_sync": float(corr[:, :2].mean()), "pair_sync": float(corr[:, 2:].mean())}
 

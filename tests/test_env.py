@@ -207,3 +207,34 @@ def test_heading_command_steers_back_and_heading_frame_tracking_pays_no_circles(
     finally:
         cfg.env.heading_command, cfg.reward.tracking_frame = saved
         env.reset()
+
+
+def test_trot_clock_terms_pay_a_diagonal_step_not_a_stand():
+    from go2train.config import ConfigError, from_dict
+    from go2train.env import Go2Env
+
+    with pytest.raises(ConfigError, match=r"\[reward\] gait_contact needs a gait clock"):
+        from_dict({"reward": {"gait_contact": 0.5}}, "go2train.toml")
+    cfg = from_dict({"env": {"n_envs": 2, "gait_period_steps": 20},
+                     "reward": {"feet_air_time": 0.0, "gait_contact": 1.0, "feet_swing_height": -1.0}})
+    env = Go2Env(cfg)
+    env.reset()
+    for _ in range(45):  # settle on four feet; the clock is at step 45 = phase 0.25
+        env.step(torch.zeros(2, 12))
+    stance, swing = env.trot_schedule()
+    assert stance[0].tolist() == [True, False, False, True]  # FR+RL in stance, FL+RR swing
+    assert swing[0].tolist() == pytest.approx([0.0, 0.5, 0.5, 0.0])  # mid-swing
+    clear = env.foot_clearance()
+    assert clear.abs().max() < 0.01, clear  # standing: every foot on the ground
+    # A stand agrees with the clock on 2 feet of 4 and misses the swing height on the other two.
+    assert env._reward_gait_contact().tolist() == pytest.approx([0.5, 0.5])
+    h = cfg.reward.swing_height
+    assert env._reward_feet_swing_height().tolist() == pytest.approx([2 * h**2] * 2, abs=2 * 0.01 * h + 1e-4)
+    # Robot 0 lifts its FR foot: the clearance sees it, the other feet stay down.
+    peak = torch.full((2, 4), -1.0)
+    for _ in range(20):
+        a = torch.zeros(2, 12)
+        a[0, 1], a[0, 2] = 2.0, 3.0
+        env.step(a)
+        peak = torch.maximum(peak, env.foot_clearance())
+    assert peak[0, 0] > 0.03 and peak[1].abs().max() < 0.01, peak
