@@ -34,13 +34,15 @@ def venv(env):
 
 def test_observation_layout(env):
     obs = env.reset()
-    assert obs.shape == (N, 45)
+    assert obs.shape == (N, 47 if env.cfg.env.gait_period_steps > 0 else 45) == (N, env.num_obs)
     assert torch.allclose(obs[:, 3:6], torch.tensor([0.0, 0.0, -1.0]).expand(N, 3))  # projected gravity
     assert torch.allclose(obs[:, 6], torch.full((N,), 0.5 * 2.0))  # command vx x lin_vel scale
     noise = env.cfg.env.reset_joint_noise
     assert torch.all(obs[:, 9:21].abs() <= noise + 1e-6)  # default pose + reset noise
     assert obs[:, 9:21].abs().max() > 0  # the noise is there (robots do not start identical)
     assert torch.all(obs[:, 21:45] == 0)  # zero velocity, zero last action
+    if env.gait_clock:  # phase 0 at the episode start: sin 0, cos 1
+        assert torch.allclose(obs[:, 45:47], torch.tensor([0.0, 1.0]).expand(N, 2))
     assert env.default_dof_pos.tolist() == pytest.approx([0.0, 0.8, -1.5, 0.0, 0.8, -1.5, 0.0, 1.0, -1.5, 0.0, 1.0, -1.5])
 
 
@@ -82,7 +84,7 @@ def test_tilted_robot_terminates_and_auto_resets(venv, env):
     info = infos[1]
     assert info["TimeLimit.truncated"] is False and info["episode"]["fell"] is True
     assert info["episode"]["l"] == 1 and "terminal_observation" in info
-    assert info["terminal_observation"].shape == (45,)
+    assert info["terminal_observation"].shape == (env.num_obs,)
     assert set(info["episode"]["terms"]) == set(env.reward_weights)
     # the returned observation is the new episode's first: default pose, zero last action
     assert np.all(np.abs(obs[1, 9:21]) <= env.cfg.env.reset_joint_noise + 1e-6)
