@@ -103,8 +103,10 @@ class RewardConfig(_Section):
     scale_by_dt: bool = True
     tracking_sigma: float = Field(0.25, gt=0)
     # "base": track the command in the robot's own frame (Genesis example); "heading": in the frame
-    # of the start heading, so walking in circles at the commanded speed is not paid.
-    tracking_frame: Literal["base", "heading"] = "heading"
+    # of the start heading, so walking in circles at the commanded speed is not paid; "both": the
+    # smaller of the heading-frame term and the yaw-frame term (velocity along the robot's own
+    # facing), so neither circles nor crab or backward walking along the start heading are paid.
+    tracking_frame: Literal["base", "heading", "both"] = "heading"
     tracking_lin_vel: float = 2.0
     tracking_ang_vel: float = 0.2
     lin_vel_z: float = -1.0

@@ -442,7 +442,19 @@ class Go2Env:
 
     # ------------------------------------------------------------------ reward terms
     def _reward_tracking_lin_vel(self) -> torch.Tensor:
-        vel = self.base_lin_vel if self.cfg.reward.tracking_frame == "base" else self.world_lin_vel
+        frame = self.cfg.reward.tracking_frame
+        if frame == "base":
+            return self._track(self.base_lin_vel)
+        world = self._track(self.world_lin_vel)
+        if frame == "heading":
+            return world
+        yaw = torch.deg2rad(self.base_euler[:, 2])  # "both": also along the robot's own facing
+        c, s = torch.cos(yaw), torch.sin(yaw)
+        v = self.world_lin_vel
+        own = torch.stack([v[:, 0] * c + v[:, 1] * s, -v[:, 0] * s + v[:, 1] * c], dim=1)
+        return torch.minimum(world, self._track(own))
+
+    def _track(self, vel: torch.Tensor) -> torch.Tensor:
         err = torch.sum(torch.square(self.commands[:, :2] - vel[:, :2]), dim=1)
         return torch.exp(-err / self.cfg.reward.tracking_sigma)
 

@@ -48,6 +48,12 @@ def main(config: Path | None, minutes: float, run_dir: Path | None, episodes: in
         (rd.root / "go2train.toml").write_text(Path(config).read_text())
     t0 = time.time()
     print(f"walkbench: training in {rd.root} for {minutes:g} min", file=sys.stderr, flush=True)
+
+    def _interrupted(signum, _frame):  # SIGTERM/SIGHUP: stop the daemon below, do not orphan it
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupted)
     sup = subprocess.Popen([sys.executable, "-m", "go2train", "daemon", "run", "--run-dir", str(rd.root)],
                            stdout=subprocess.DEVNULL, stderr=open(rd.root / "walkbench.log", "ab"),
                            start_new_session=True)

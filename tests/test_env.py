@@ -206,6 +206,14 @@ def test_heading_command_steers_back_and_heading_frame_tracking_pays_no_circles(
         cfg.reward.tracking_frame = "heading"
         off = 0.25 * ((1 - np.cos(2 * half)) ** 2 + np.sin(2 * half) ** 2)
         assert env._reward_tracking_lin_vel().tolist() == pytest.approx([np.exp(-off / 0.25)] * N, rel=1e-4)
+        cfg.reward.tracking_frame = "both"  # the same: facing its way of walking, but off course
+        assert env._reward_tracking_lin_vel().tolist() == pytest.approx([np.exp(-off / 0.25)] * N, rel=1e-4)
+        # Crab walking: facing 90 degrees left, moving along the start heading at the command.
+        env.base_euler[:, 2] = 90.0
+        env.world_lin_vel[:] = torch.tensor([0.5, 0.0, 0.0])
+        assert env._reward_tracking_lin_vel().tolist() == pytest.approx([np.exp(-0.5 / 0.25)] * N, rel=1e-4)
+        cfg.reward.tracking_frame = "heading"
+        assert env._reward_tracking_lin_vel().tolist() == pytest.approx([1.0] * N)  # paid in full
     finally:
         cfg.env.heading_command, cfg.reward.tracking_frame = saved
         env.reset()
