@@ -65,7 +65,7 @@ class EnvConfig(_Section):
     heading_command: bool = True
     heading_gain: float = Field(0.5, ge=0)
     reset_joint_noise: float = Field(0.05, ge=0, le=0.5)  # rad, uniform, added to the default pose at reset
-    gait_period_steps: int = Field(0, ge=0, le=1000)  # 0 = no gait clock in the observation
+    gait_period_steps: int = Field(25, ge=0, le=1000)  # trot clock period (steps); 0 = no clock
     obs_scale_ang_vel: float = 0.25
     obs_scale_lin_vel: float = 2.0
     obs_scale_dof_pos: float = 1.0
@@ -106,20 +106,20 @@ class RewardConfig(_Section):
     # of the start heading, so walking in circles at the commanded speed is not paid; "both": the
     # smaller of the heading-frame term and the yaw-frame term (velocity along the robot's own
     # facing), so neither circles nor crab or backward walking along the start heading are paid.
-    tracking_frame: Literal["base", "heading", "both"] = "heading"
+    tracking_frame: Literal["base", "heading", "both"] = "both"
     tracking_lin_vel: float = 2.0
     tracking_ang_vel: float = 0.2
     lin_vel_z: float = -1.0
     action_rate: float = -0.005
     similar_to_default: float = -0.1
     forward_progress: float = 0.0
-    feet_air_time: float = 1.0
+    feet_air_time: float = 0.0
     feet_air_time_target: float = Field(0.5, ge=0)  # s; swings shorter than this are penalised
     # Trot clock terms (need [env] gait_period_steps > 0): each foot's contact agrees with the
     # clock's stance/swing (diagonal pairs FR+RL and FL+RR alternate), and the feet follow the
     # clock's swing-height profile (swing_height x sin(pi x swing progress), 0 in stance).
-    gait_contact: float = 0.0
-    feet_swing_height: float = 0.0
+    gait_contact: float = 0.5
+    feet_swing_height: float = -20.0
     swing_height: float = Field(0.08, gt=0, le=0.3)  # m, peak foot clearance of a swing
     alive: float = 0.0
     height: HeightReward = Field(default_factory=HeightReward)

@@ -3,7 +3,7 @@
 One Genesis scene holds a plane and ``n_envs`` Go2 robots built with ``scene.build(n_envs=N)``.
 Tensors stay batched on ``gs.device``; there is no per-robot Python work here.
 
-Observation layout (45 floats, +2 when ``[env] gait_period_steps`` > 0), as in Genesis's
+Observation layout (45 floats, +2 when ``[env] gait_period_steps`` > 0, the default), as in Genesis's
 ``examples/locomotion/go2_env.py``:
 
 ====  =====================================================  =======================
