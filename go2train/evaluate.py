@@ -303,10 +303,10 @@ def _run_pass(env, feet: "_Feet", cfg: Config, steps: int, cmd_vx: float, act=No
         disp[alive] = d[alive]
 
         c = feet.clearance()
-        gait.add(c, m)
         in_air = c > AIR_THRESHOLD_M
         am = alive[:, None].expand_as(in_air)
         landed |= (~in_air) & am
+        gait.add(c, m * landed.all(1).to(f))  # from the moment all four feet are down (not the spawn drop)
         track = landed & am  # count a foot once it has touched down (skips the spawn drop)
         foot_steps += track.float()
         air_steps += (track & in_air).float()
