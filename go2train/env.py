@@ -478,6 +478,7 @@ class Go2Env:
         return torch.where(z < h.floor, torch.full_like(z, h.floor_penalty), torch.exp(-h.sharpness * (z - h.target).abs()))
 
     def _moving(self) -> torch.Tensor:
+        """Robots commanded to move (the gait terms pay nothing to a robot told to stand)."""
         return torch.norm(self.commands[:, :2], dim=1) > 0.1
 
     def _reward_gait_contact(self) -> torch.Tensor:
@@ -500,7 +501,7 @@ class Go2Env:
     def _reward_feet_air_time(self) -> torch.Tensor:
         """legged_gym's swing reward: at each touchdown, (air time - target); only while commanded to move."""
         rew = torch.sum((self.touchdown_air_time - self.cfg.reward.feet_air_time_target) * self.first_contact, dim=1)
-        return rew * (torch.norm(self.commands[:, :2], dim=1) > 0.1)
+        return rew * self._moving()
 
     def _reward_alive(self) -> torch.Tensor:
         return torch.ones_like(self.rew_buf)
