@@ -136,18 +136,7 @@ def is_lazy_optimum(policy_figs: dict[str, Any], baseline_figs: dict[str, Any], 
     return bool(earns_as_much and slow)
 
 
-# ---------------------------------------------------------------- feet
-class _Feet:
-    """Height of each foot's collision sphere above the ground (``Go2Env.foot_clearance``)."""
-
-    def __init__(self, env):
-        self.env = env
-        self.radius = env.foot_radius
-
-    def clearance(self):
-        return self.env.foot_clearance()
-
-
+# ---------------------------------------------------------------- gait pattern
 class _GaitSync:
     """Which feet move together: the Pearson correlation of two feet's clearance over an episode,
     per robot, averaged over robots (alive steps only). A trot lifts diagonal feet together and
@@ -211,13 +200,12 @@ def _scene_key(cfg: Config) -> str:
 
 
 def _get_env(cfg: Config):
-    """(Go2Env, _Feet) for ``cfg``'s [env] section, built once per process per distinct section."""
+    """The Go2Env for ``cfg``'s [env] section, built once per process per distinct section."""
     from go2train.env import Go2Env
 
     key = _scene_key(cfg)
     if key not in _SCENES:
-        env = Go2Env(cfg)
-        _SCENES[key] = (env, _Feet(env))
+        _SCENES[key] = Go2Env(cfg)
     return _SCENES[key]
 
 
@@ -234,7 +222,7 @@ def _prepare(env, cfg: Config, cmd_vx: float) -> Any:
 
 
 # ---------------------------------------------------------------- one pass
-def _run_pass(env, feet: "_Feet", cfg: Config, steps: int, cmd_vx: float, act=None) -> dict[str, Any]:
+def _run_pass(env, cfg: Config, steps: int, cmd_vx: float, act=None) -> dict[str, Any]:
     """Run every robot for ``steps`` steps; ``act(obs_tensor) -> actions`` (None: zero actions)."""
     import torch
 
@@ -302,7 +290,7 @@ def _run_pass(env, feet: "_Feet", cfg: Config, steps: int, cmd_vx: float, act=No
         d = env.base_pos[:, :2] - start_xy
         disp[alive] = d[alive]
 
-        c = feet.clearance()
+        c = env.foot_clearance()
         in_air = c > AIR_THRESHOLD_M
         am = alive[:, None].expand_as(in_air)
         landed |= (~in_air) & am
@@ -429,15 +417,15 @@ def evaluate(
 
     init_genesis(cfg.env.backend, seed=cfg.env.seed)
     reused = _scene_key(cfg) in _SCENES
-    env, feet = _get_env(cfg)
+    env = _get_env(cfg)
     act = _load_policy(rd, manifest, cfg, env)
-    policy = _run_pass(env, feet, _eval_config(cfg.to_dict(), episodes), steps, cmd, act)
+    policy = _run_pass(env, _eval_config(cfg.to_dict(), episodes), steps, cmd, act)
 
     bkey = json.dumps([_scene_key(cfg), cfg.reward.model_dump(mode="json"),
                        cfg.termination.model_dump(mode="json"), steps, cmd], sort_keys=True)
     baseline = _BASELINES.get(bkey)
     if baseline is None:
-        baseline = _run_pass(env, feet, _eval_config(cfg.to_dict(), episodes), steps, cmd, None)
+        baseline = _run_pass(env, _eval_config(cfg.to_dict(), episodes), steps, cmd, None)
         _BASELINES[bkey] = baseline
     return {
         "chunk": manifest.get("chunk"),

@@ -263,14 +263,14 @@ def test_policy_acts_on_each_steps_observation(run_dir, trained):
 
     stored = read_json(Path(run_dir) / "models" / "chunk_000001.json")["config"]
     cfg = ev._eval_config(stored, EPISODES)
-    env, feet = ev._get_env(cfg)
+    env = ev._get_env(cfg)
     seen = []
 
     def act(obs):
         seen.append(obs.clone())
         return torch.zeros((env.n_envs, env.num_actions))
 
-    ev._run_pass(env, feet, ev._eval_config(stored, EPISODES), 10, 0.5, act)
+    ev._run_pass(env, ev._eval_config(stored, EPISODES), 10, 0.5, act)
     assert len(seen) == 10
     # joint velocities change as the robot settles: the observations must differ step to step
     assert not torch.equal(seen[0], seen[5])
