@@ -102,8 +102,13 @@ def daemon_status(run_dir: Path = RunDirOpt) -> None:
 
 @config_app.command("show")
 def config_show(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
-    """Print the effective configuration as JSON."""
+    """Print the effective configuration as JSON (stdout) and its backend profile and why (stderr)."""
+    from go2train.config import profile_of
+
     cfg = load_config(config, check_run_dir(run_dir))
+    prof = profile_of(cfg)
+    if prof is not None:
+        typer.echo(f"profile: {prof.describe()}", err=True)
     typer.echo(cfg.to_json())
 
 

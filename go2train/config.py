@@ -5,18 +5,26 @@ Every value has a default, so no file is needed. Loading rules:
 * ``--config PATH`` wins; else ``<run_dir>/go2train.toml`` when present; else defaults.
 * Unknown keys, wrong types, out-of-range values and unreadable TOML raise
   :class:`ConfigError`, whose message is one line naming the file and the key.
+* Backend-aware defaults (:func:`load`): keys the file does not set take their *profile* value.
+  The CPU profile is the class defaults below; when the backend resolves to the GPU
+  (``[env] backend = "gpu"``, or ``"auto"`` and :func:`detect_gpu` finds one) the keys of
+  :data:`GPU_PROFILE` replace them. A run keeps the profile it started with (stored in every
+  checkpoint manifest, ``"profile"``), except :data:`MACHINE_KEYS`, which follow the machine the
+  process runs on. Keys set in the file always win. ``profile_of(cfg)`` says what was chosen and why.
 
-This module imports neither torch nor genesis: the supervisor and the TUI use it too.
+This module imports neither torch nor genesis nor pynvml: the supervisor and the TUI use it too.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,6 +37,156 @@ CONFIG_FILENAME = "go2train.toml"
 JOINT_NAMES = [
     f"{leg}_{part}_joint" for leg in ("FR", "FL", "RR", "RL") for part in ("hip", "thigh", "calf")
 ]
+
+
+# ---------------------------------------------------------------- backend-aware profiles
+# The GPU profile: "section.key" -> value for keys the config file does not set, when the backend
+# resolves to the GPU. Everything not listed keeps its class default (the CPU profile). Values are
+# validated like a config file's, so a typo here fails loudly. N = 4096 with 24 steps per env and
+# 4 minibatches is rsl_rl's Go2 setting (docs/CHUNKS.md); the learning hyperparameters at this N are
+# being tuned: add them here.
+GPU_PROFILE: dict[str, Any] = {
+    "env.n_envs": 4096,
+    "ppo.batch_size": 24576,  # n_steps (24) * n_envs (4096) / 4 minibatches
+    "ppo.device": "cuda",  # the update beside the simulator's tensors
+}
+# Profile keys that follow the machine a process runs on, not the run: a GPU run resumed on a
+# machine without one trains its PPO on the CPU, and a CPU run resumed on a GPU machine uses it.
+MACHINE_KEYS = frozenset({"ppo.device"})
+
+FAKE_GPU_ENV = "GO2TRAIN_FAKE_GPU"  # tests: "1" (or a device name) = a GPU is present, "0" = none
+NVIDIA_CTL = "/dev/nvidiactl"  # the driver's control device (absent in a container given no GPU)
+NVIDIA_PROC_GPUS = "/proc/driver/nvidia/gpus"  # one folder per GPU, with an "information" file
+
+
+@dataclass(frozen=True)
+class GpuProbe:
+    """Whether this machine has a usable NVIDIA GPU, and how that was decided (one phrase)."""
+
+    present: bool
+    reason: str
+    names: tuple[str, ...] = ()
+
+
+def detect_gpu() -> GpuProbe:
+    """Cheap GPU detection without torch, NVML or a subprocess (the supervisor calls it too, and a
+    wedged driver must not hang it): the NVIDIA driver's control device and its per-GPU entries in
+    ``/proc/driver/nvidia/gpus`` (a container gets only its own GPUs there). ``CUDA_VISIBLE_DEVICES``
+    empty or ``-1`` hides them, as it does from torch. ``GO2TRAIN_FAKE_GPU`` overrides everything
+    (``1`` or a device name: present; ``0``: absent), for tests."""
+    fake = os.environ.get(FAKE_GPU_ENV, "").strip()
+    if fake:
+        if fake.lower() in ("0", "false", "no", "none"):
+            return GpuProbe(False, f"{FAKE_GPU_ENV}={fake}: no GPU (stand-in)")
+        name = "stand-in GPU" if fake.lower() in ("1", "true", "yes") else fake
+        return GpuProbe(True, f"{FAKE_GPU_ENV}: 1 device, {name}", (name,))
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None and cvd.strip() in ("", "-1"):
+        return GpuProbe(False, f"CUDA_VISIBLE_DEVICES={cvd.strip()!r} hides every GPU")
+    if not os.path.exists(NVIDIA_CTL):
+        return GpuProbe(False, f"no NVIDIA driver: {NVIDIA_CTL} absent")
+    root = Path(NVIDIA_PROC_GPUS)
+    try:
+        gpus = sorted(root.iterdir())
+    except OSError:
+        gpus = []
+    if not gpus:
+        return GpuProbe(False, f"NVIDIA driver loaded but no GPU listed in {root}")
+    names = []
+    for g in gpus:
+        name = "NVIDIA GPU"
+        try:
+            for line in (g / "information").read_text().splitlines():
+                if line.startswith("Model:"):
+                    name = line.split(":", 1)[1].strip() or name
+                    break
+        except OSError:
+            pass
+        names.append(name)
+    count = f"{len(names)} device{'s' if len(names) != 1 else ''}"
+    return GpuProbe(True, f"{count}, {names[0]}{' ...' if len(set(names)) > 1 else ''} ({root})", tuple(names))
+
+
+@dataclass
+class ProfileChoice:
+    """How :func:`load` resolved the backend-aware defaults (``profile_of(cfg)``)."""
+
+    backend_setting: str  # [env] backend as configured: auto | cpu | gpu
+    backend: str  # resolved on this machine: cpu | gpu
+    reason: str  # why (the probe's phrase, or "set in <file>")
+    profile: str  # the run's profile: cpu | gpu
+    run_source: str | None  # manifest the run's profile came from; None = decided now
+    applied: dict[str, Any] = field(default_factory=dict)  # GPU-profile keys applied, with values
+    explicit: list[str] = field(default_factory=list)  # GPU-profile keys set in the file (they win)
+    source: str = "defaults"  # the config file, or "defaults"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def describe(self) -> str:
+        """One line for ``go2train config show``: the choice and why."""
+        if self.backend_setting == "auto":
+            head = f"backend auto → {self.backend} ({self.reason})"
+        else:
+            head = f"backend {self.backend} (set in {self.source})"
+        if self.run_source and self.profile != self.backend:
+            head += f"; this run started with the {self.profile.upper()} profile ({self.run_source}), it keeps it"
+        elif self.run_source:
+            head += f"; the run's profile ({self.run_source})"
+        parts = ", ".join(f"{k}={_fmt(v)}" for k, v in self.applied.items())
+        where = "not set in " + (self.source if self.source != "defaults" else "a config file")
+        if self.profile == "gpu":
+            line = f"{head} → GPU profile: " + (f"{parts} ({where})" if parts else "every key set in the file")
+        else:
+            line = f"{head} → CPU defaults" + (f"; for this machine's GPU: {parts} ({where})" if parts else "")
+        if self.explicit:
+            line += f"; set in {self.source}, kept: {', '.join(self.explicit)}"
+        return "; ".join([line, *self.notes])
+
+
+def _fmt(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def _get(data: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    cur: Any = data
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return False, None
+        cur = cur[part]
+    return True, cur
+
+
+def _put(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *path, key = dotted.split(".")
+    cur = data
+    for part in path:
+        cur = cur.setdefault(part, {})
+    cur[key] = value
+
+
+def run_profile(run_dir: str | Path | None) -> tuple[str, str] | None:
+    """The profile a run started with, from its newest readable checkpoint manifest
+    (``models/*.json``), with that file's name; None for a run with no checkpoint yet. A manifest
+    without ``"profile"`` predates profiles: everything then trained with the CPU defaults."""
+    if run_dir is None:
+        return None
+    models = Path(run_dir) / "models"
+    try:
+        files = sorted((p for p in models.glob("*.json") if p.is_file()), key=lambda p: p.name, reverse=True)
+    except OSError:
+        return None
+    for p in files:  # chunk_NNNNNN.json newest first, then resume.json: any of the run's says the same
+        try:
+            m = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(m, dict) and isinstance(m.get("config"), dict):
+            prof = m.get("profile")
+            prof = prof.get("profile") if isinstance(prof, dict) else prof
+            return (prof if prof in ("cpu", "gpu") else "cpu"), f"models/{p.name}"
+    return None
 
 
 class ConfigError(Exception):
@@ -167,6 +325,9 @@ class PPOConfig(_Section):
     normalize_obs: bool = True
     normalize_reward: bool = True
     clip_obs: float = Field(10.0, gt=0)
+    # "device": rollouts stay torch tensors on the device (go2train/rollout.py); "numpy": SB3's
+    # own loop through the VecEnv and VecNormalize (the path before issue 12). Same checkpoints.
+    rollout: Literal["device", "numpy"] = "device"
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     # torch intra-op threads for PPO updates. 1 by default: on a small CPU machine the simulator,
     # a renderer or an eval share the cores, and oversubscribed OpenMP threads made updates 10-40x
@@ -203,6 +364,7 @@ class SupervisorConfig(_Section):
 
 
 class Config(_Section):
+    _profile: ProfileChoice | None = PrivateAttr(default=None)
     env: EnvConfig = Field(default_factory=EnvConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     termination: TerminationConfig = Field(default_factory=TerminationConfig)
@@ -257,14 +419,13 @@ def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: {_loc(loc)}: {msg}") from None
 
 
-def load(path: str | Path | None = None, run_dir: str | Path | None = None) -> Config:
-    """Load the effective config: ``path``, else ``run_dir/go2train.toml``, else defaults."""
+def _read(path: str | Path | None, run_dir: str | Path | None) -> tuple[dict[str, Any], str]:
     if path is None and run_dir is not None:
         candidate = Path(run_dir) / CONFIG_FILENAME
         if candidate.exists():
             path = candidate
     if path is None:
-        return Config()
+        return {}, "defaults"
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -274,4 +435,51 @@ def load(path: str | Path | None = None, run_dir: str | Path | None = None) -> C
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML ({str(exc).splitlines()[0]})") from None
-    return from_dict(data, str(p))
+    return data, str(p)
+
+
+def resolve(data: dict[str, Any], source: str = "defaults", run_dir: str | Path | None = None,
+            gpu: GpuProbe | None = None) -> Config:
+    """Validate ``data`` (a config file's contents) and fill the keys it does not set from the
+    profile: the run's (``run_dir``'s checkpoints), else this machine's resolved backend."""
+    explicit_cfg = from_dict(data, source)  # the file's own errors first, naming the file
+    setting = explicit_cfg.env.backend
+    if setting == "auto":
+        gpu = gpu or detect_gpu()
+        backend, reason = ("gpu" if gpu.present else "cpu"), gpu.reason
+    else:
+        backend, reason = setting, f"set in {source}"
+    run = run_profile(run_dir)
+    profile = run[0] if run else backend
+    merged = json.loads(json.dumps(data))  # deep copy of plain TOML data
+    applied: dict[str, Any] = {}
+    explicit: list[str] = []
+    for key, value in GPU_PROFILE.items():
+        if _get(data, key)[0]:
+            explicit.append(key)
+            continue
+        if (backend if key in MACHINE_KEYS else profile) == "gpu":
+            _put(merged, key, value)
+            applied[key] = value
+    cfg = from_dict(merged, f"{source} with the GPU profile ({', '.join(applied)})") if applied else explicit_cfg
+    notes = []
+    rollout = cfg.ppo.n_steps * cfg.env.n_envs
+    if "ppo.batch_size" in applied and cfg.ppo.batch_size * 2 > rollout:
+        notes.append(f"note: ppo.batch_size {cfg.ppo.batch_size} gives {max(1, rollout // cfg.ppo.batch_size)} "
+                     f"minibatch(es) of a {rollout}-step rollout; set [ppo] batch_size with n_envs")
+    cfg._profile = ProfileChoice(setting, backend, reason, profile, run[1] if run else None, applied,
+                                 explicit, source, notes)
+    return cfg
+
+
+def profile_of(cfg: Config) -> ProfileChoice | None:
+    """How ``cfg``'s backend-aware defaults were chosen; None for a config not made by :func:`load`
+    (``Config()``, a manifest's stored config)."""
+    return cfg._profile
+
+
+def load(path: str | Path | None = None, run_dir: str | Path | None = None, *, gpu: GpuProbe | None = None) -> Config:
+    """Load the effective config: ``path``, else ``run_dir/go2train.toml``, else defaults; keys not
+    set take the profile's value (:func:`resolve`)."""
+    data, source = _read(path, run_dir)
+    return resolve(data, source, run_dir, gpu)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,146 @@ def test_config_show_prints_effective_config(tmp_path):
     (tmp_path / "go2train.toml").write_text("[chunk]\nepisodes = 7\n")
     p = cli("config", "show", "--run-dir", str(tmp_path))
     assert p.returncode == 0 and '"episodes": 7' in p.stdout
+
+
+# ---------------------------------------------------------------- backend-aware defaults (issue 12 item 2)
+from go2train import config as config_mod  # noqa: E402
+from go2train.config import CONFIG_FILENAME, GPU_PROFILE, GpuProbe, detect_gpu, profile_of  # noqa: E402
+
+GPU = GpuProbe(True, "stand-in: 1 device, NVIDIA H100", ("NVIDIA H100",))
+NO_GPU = GpuProbe(False, "stand-in: no NVIDIA driver")
+CPU_DEFAULTS = {"env.n_envs": 256, "ppo.batch_size": 1536, "ppo.device": "cpu"}
+
+
+def value(cfg: Config, dotted: str):
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def test_cpu_machine_gets_todays_defaults(tmp_path):
+    cfg = load(None, tmp_path, gpu=NO_GPU)
+    assert {k: value(cfg, k) for k in CPU_DEFAULTS} == CPU_DEFAULTS
+    assert cfg.to_dict() == Config().to_dict()  # the CPU profile is exactly the class defaults
+    prof = profile_of(cfg)
+    assert (prof.backend, prof.profile, prof.applied) == ("cpu", "cpu", {})
+
+
+def test_gpu_machine_gets_the_gpu_profile_without_a_config_file(tmp_path):
+    cfg = load(None, tmp_path, gpu=GPU)
+    assert GPU_PROFILE["env.n_envs"] == 4096 and GPU_PROFILE["ppo.batch_size"] == 24576
+    assert {k: value(cfg, k) for k in GPU_PROFILE} == GPU_PROFILE
+    assert cfg.ppo.batch_size == cfg.ppo.n_steps * cfg.env.n_envs // 4  # 4 minibatches, as rsl_rl
+    assert cfg.to_dict()["env"]["n_envs"] == 4096  # the stored (manifest) config is the resolved one
+    prof = profile_of(cfg)
+    assert (prof.backend, prof.profile, prof.applied) == ("gpu", "gpu", GPU_PROFILE)
+    assert cfg.env.backend == "auto"  # the setting itself stays: eval/video may run elsewhere
+
+
+def test_explicit_keys_win_over_the_gpu_profile(tmp_path):
+    (tmp_path / CONFIG_FILENAME).write_text('[env]\nn_envs = 512\n[ppo]\ndevice = "cpu"\n')
+    cfg = load(None, tmp_path, gpu=GPU)
+    assert (cfg.env.n_envs, cfg.ppo.device, cfg.ppo.batch_size) == (512, "cpu", 24576)
+    prof = profile_of(cfg)
+    assert prof.explicit == ["env.n_envs", "ppo.device"] and prof.applied == {"ppo.batch_size": 24576}
+    # an explicit key equal to the CPU default still wins (set, not "left at the default")
+    (tmp_path / CONFIG_FILENAME).write_text("[env]\nn_envs = 256\n")
+    assert load(None, tmp_path, gpu=GPU).env.n_envs == 256
+
+
+def test_explicit_backend_decides_the_profile(tmp_path):
+    (tmp_path / CONFIG_FILENAME).write_text('[env]\nbackend = "cpu"\n')
+    assert load(None, tmp_path, gpu=GPU).env.n_envs == 256
+    (tmp_path / CONFIG_FILENAME).write_text('[env]\nbackend = "gpu"\n')
+    cfg = load(None, tmp_path, gpu=NO_GPU)
+    assert cfg.env.n_envs == 4096 and "set in" in profile_of(cfg).describe()
+
+
+def test_fake_gpu_env_var_and_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("GO2TRAIN_FAKE_GPU", "1")
+    assert detect_gpu().present and load().env.n_envs == 4096
+    monkeypatch.setenv("GO2TRAIN_FAKE_GPU", "NVIDIA H200")
+    assert detect_gpu().names == ("NVIDIA H200",)
+    monkeypatch.setenv("GO2TRAIN_FAKE_GPU", "0")
+    assert not detect_gpu().present and load().env.n_envs == 256
+    monkeypatch.delenv("GO2TRAIN_FAKE_GPU")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not detect_gpu().present and "CUDA_VISIBLE_DEVICES" in detect_gpu().reason
+
+
+def test_detect_gpu_reads_the_driver_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("GO2TRAIN_FAKE_GPU", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    ctl, gpus = tmp_path / "nvidiactl", tmp_path / "gpus"
+    monkeypatch.setattr(config_mod, "NVIDIA_CTL", str(ctl))
+    monkeypatch.setattr(config_mod, "NVIDIA_PROC_GPUS", str(gpus))
+    assert not detect_gpu().present and "no NVIDIA driver" in detect_gpu().reason
+    ctl.write_text("")
+    assert not detect_gpu().present and "no GPU listed" in detect_gpu().reason
+    for bus in ("0000:18:00.0", "0000:2a:00.0"):
+        (gpus / bus).mkdir(parents=True)
+        (gpus / bus / "information").write_text("Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 123\n")
+    g = detect_gpu()
+    assert g.present and g.names == ("NVIDIA H100 80GB HBM3",) * 2 and g.reason.startswith("2 devices, NVIDIA H100")
+
+
+def _manifest(run: Path, name: str, profile: str | None, n_envs: int) -> None:
+    m = {"format": 1, "kind": "chunk", "chunk": 50, "config": {"env": {"n_envs": n_envs}}, "created": 1.0}
+    if profile is not None:
+        m["profile"] = profile
+    (run / "models").mkdir(exist_ok=True)
+    (run / "models" / f"{name}.json").write_text(json.dumps(m))
+
+
+def test_a_run_keeps_the_profile_it_started_with(tmp_path):
+    """A CPU-profile run resumed on a GPU machine keeps n_envs and batch size (the observation
+    batch, VecNormalize, the episode accounting); only the machine keys (ppo.device) follow the
+    machine. A GPU-profile run resumed without a GPU keeps N = 4096 and trains PPO on the CPU."""
+    cpu_run, gpu_run, legacy = tmp_path / "cpu", tmp_path / "gpu", tmp_path / "legacy"
+    for d in (cpu_run, gpu_run, legacy):
+        d.mkdir()
+    _manifest(cpu_run, "chunk_000050", "cpu", 256)
+    _manifest(gpu_run, "chunk_000050", "gpu", 4096)
+    _manifest(legacy, "chunk_000050", None, 256)  # written before profiles: CPU defaults
+    for run in (cpu_run, legacy):
+        cfg = load(None, run, gpu=GPU)
+        assert (cfg.env.n_envs, cfg.ppo.batch_size, cfg.ppo.device) == (256, 1536, "cuda")
+        text = profile_of(cfg).describe()
+        assert "started with the CPU profile (models/chunk_000050.json)" in text, text
+    cfg = load(None, gpu_run, gpu=NO_GPU)
+    assert (cfg.env.n_envs, cfg.ppo.batch_size, cfg.ppo.device) == (4096, 24576, "cpu")
+    assert "started with the GPU profile" in profile_of(cfg).describe()
+    cfg = load(None, gpu_run, gpu=GPU)
+    assert {k: value(cfg, k) for k in GPU_PROFILE} == GPU_PROFILE
+    (gpu_run / CONFIG_FILENAME).write_text("[env]\nn_envs = 64\n")  # explicit keys still win
+    assert load(None, gpu_run, gpu=NO_GPU).env.n_envs == 64
+
+
+@pytest.mark.parametrize("fake,needles", [
+    ("0", ["backend auto → cpu", "GO2TRAIN_FAKE_GPU=0", "→ CPU defaults"]),
+    ("NVIDIA H100 80GB HBM3", ["backend auto → gpu (GO2TRAIN_FAKE_GPU: 1 device, NVIDIA H100 80GB HBM3)",
+                               "→ GPU profile: env.n_envs=4096, ppo.batch_size=24576, ppo.device=cuda",
+                               "(not set in a config file)"]),
+])
+def test_config_show_names_the_choice_and_the_reason(tmp_path, fake, needles):
+    import os
+
+    env = {**os.environ, "GO2TRAIN_FAKE_GPU": fake}
+    p = subprocess.run([sys.executable, "-m", "go2train", "config", "show", "--run-dir", str(tmp_path)],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    line = p.stderr.strip()
+    assert line.startswith("profile: ") and len(line.splitlines()) == 1
+    for n in needles:
+        assert n in line, line
+    shown = json.loads(p.stdout)  # stdout stays pure JSON
+    assert shown["env"]["n_envs"] == (256 if fake == "0" else 4096)
+
+
+def test_profile_table_is_valid_and_config_stays_light():
+    """Every GPU_PROFILE key is a real key with a valid value; loading imports no torch/pynvml."""
+    load(gpu=GPU)  # a typo in the table would raise ConfigError here
+    code = ("import sys; from go2train.config import load; load(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'genesis', 'pynvml')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "GO2TRAIN_FAKE_GPU": "1"})
+    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stderr
