@@ -384,7 +384,9 @@ class Reader:
             "worker_alive": worker_proc is not None,
             "worker_rss_mb": _rss_mb(worker_proc),
             "heartbeat_rss_mb": num(hb.get("rss_mb")) if hb else None,
-            "gpu_mem_mb": num(hb.get("gpu_mem_mb")) if hb else None,
+            "gpu_mem_mb": num(hb.get("gpu_mem_mb")) if hb else None,  # worker, NVML per-process
+            "gpu_mem_peak_mb": num(hb.get("gpu_mem_peak_mb")) if hb else None,
+            "torch_reserved_mb": num(hb.get("torch_reserved_mb")) if hb else None,
         }
 
         try:
@@ -521,6 +523,8 @@ def _header(snap: dict) -> Panel:
         line1.append(f"   backend {backend or '—'} / device {device or '—'}")
     if hb.get("n_envs"):
         line1.append(f"   {fmt_int(hb.get('n_envs'))} envs")
+    if hb.get("profile") in ("cpu", "gpu"):
+        line1.append(f" ({str(hb['profile']).upper()} profile)", style="dim")
 
     line2 = Text.assemble(("run ", "dim"), snap["run_dir"])
     if name == "BACKOFF":
@@ -781,7 +785,11 @@ def _memory_line(snap: dict) -> Text:
     else:
         t.append(" · worker not running", style="dim")
     if m.get("gpu_mem_mb") is not None:
-        t.append(f" · GPU {fmt_mb(m.get('gpu_mem_mb'))}")
+        extra = [f"peak {fmt_mb(m['gpu_mem_peak_mb'])}"] if m.get("gpu_mem_peak_mb") is not None else []
+        if m.get("torch_reserved_mb") is not None:
+            extra.append(f"torch {fmt_mb(m['torch_reserved_mb'])}")
+        t.append(f" · worker GPU {fmt_mb(m.get('gpu_mem_mb'))}" + (f" ({', '.join(extra)})" if extra else ""),
+                 style="" if m.get("worker_alive") else "dim")
     if d:
         low = any(w["kind"] == "disk" for w in snap.get("warnings") or [])
         t.append(f" · disk {d['free_gb']:.1f} GB free ({d['free_pct']:.0f} %)", style="bold red" if low else "")

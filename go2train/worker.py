@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from go2train import checkpoint, exitcodes
-from go2train.config import Config, ConfigError, load
+from go2train.config import Config, ConfigError, load, profile_of
+from go2train.gpumem import GpuMemProbe, torch_peak_reserved_mb, torch_reserved_mb
 from go2train.runfiles import RunDir, append_jsonl, atomic_write_json, chunk_name, read_json, read_jsonl
 
 log = logging.getLogger("go2train.worker")
@@ -140,15 +141,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def gpu_mem_mb() -> float | None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.max_memory_reserved() / 2**20
-    except Exception:  # noqa: BLE001
-        pass
-    return None
+# GPU memory: NVML's per-process figure for this worker (go2train.gpumem: includes Genesis's own
+# CUDA buffers, which torch's allocator does not see), read at every heartbeat; torch's reserved
+# figure is reported beside it.
 
 
 # ---------------------------------------------------------------- the worker
@@ -178,8 +173,31 @@ class Worker:
         self.last_resume_save = time.time()
         self.failpoints: Failpoints | None = None
         self._monitor = None
+        self.gpu = GpuMemProbe()
+        prof = profile_of(cfg)
+        self.profile = prof.profile if prof else None  # the run's backend profile (config.py)
+
+    def _backend(self) -> str:
+        """The backend the config resolved (config.detect_gpu, no torch), checked against torch:
+        the GPU profile without a CUDA torch would train 4096 robots on the CPU, or fail later."""
+        prof = profile_of(self.cfg)
+        if prof is None:
+            return self.cfg.env.backend
+        if prof.backend == "gpu" and prof.backend_setting == "auto":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    f"[env] backend auto chose the GPU ({prof.reason}) but torch {torch.__version__} sees no CUDA "
+                    f"device (built for CUDA {torch.version.cuda}); set [env] backend = \"cpu\" or install a CUDA torch")
+        return prof.backend
 
     # -- heartbeat
+    def _peak_gpu_mb(self) -> float | None:
+        """NVML peak of this process's GPU memory over its heartbeat readings and one now."""
+        self.gpu.read()
+        return self.gpu.peak_mb
+
     def heartbeat(self) -> dict[str, Any]:
         hb = {
             "pid": os.getpid(),
@@ -197,7 +215,10 @@ class Worker:
             "backend": self.backend,
             "device": self.device,
             "rss_mb": round(peak_rss_mb(), 1),
-            "gpu_mem_mb": gpu_mem_mb(),
+            "gpu_mem_mb": self.gpu.read(),
+            "gpu_mem_peak_mb": self.gpu.peak_mb,
+            "torch_reserved_mb": torch_reserved_mb(),
+            "profile": self.profile,
         }
         atomic_write_json(self.rd.heartbeat, hb)
         return hb
@@ -266,6 +287,7 @@ class Worker:
                 "train_s": self.train_s_before + (time.time() - self.train_t0),
             },
             "config": self.cfg.to_dict(),
+            "profile": self.profile,
             "run": {"t_start": self.t_start, "run_name": "go2train"},
         }
         writers = {
@@ -330,7 +352,7 @@ class Worker:
         newest = checkpoint.chunk_milestones(rd)
         self.milestone = (newest[0] if newest else 0) + cfg.chunk.episodes
         self.heartbeat()
-        self.backend = init_genesis(cfg.env.backend, seed=cfg.env.seed)
+        self.backend = init_genesis(self._backend(), seed=cfg.env.seed)
         self.device = resolve_device(cfg.ppo)
         if cfg.ppo.torch_threads:
             import torch
@@ -443,7 +465,9 @@ class Worker:
             "train_s": self.train_s_before + train_s,
             "save_s": save_s,
             "peak_rss_mb": peak_rss_mb(),
-            "peak_gpu_mb": gpu_mem_mb(),
+            "peak_gpu_mb": self._peak_gpu_mb(),
+            "peak_torch_reserved_mb": torch_peak_reserved_mb(),
+            "profile": self.profile,
             "command_vx": cfg.env.command_vx,
             "n_envs": self.n_envs,
             "invalid_resets": venv.invalid_resets,
