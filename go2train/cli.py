@@ -17,7 +17,8 @@ import typer
 from go2train import exitcodes
 from go2train.config import ConfigError, load
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train a Unitree Go2 to walk in Genesis, in isolated chunks, under a supervisor daemon.")
 config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Show the configuration.")
 daemon_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The supervisor daemon.")
 app.add_typer(config_app, name="config")
@@ -25,6 +26,22 @@ app.add_typer(daemon_app, name="daemon")
 
 RunDirOpt = typer.Option(Path("."), "--run-dir", help="Run directory (holds models/ videos/ logs/).")
 ConfigOpt = typer.Option(None, "--config", help="Config TOML (default: RUN_DIR/go2train.toml).")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from go2train import __version__
+
+        typer.echo(f"go2train {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Train a Unitree Go2 to walk in Genesis, in isolated chunks, under a supervisor daemon."""
 
 
 def fail(message: str, code: int = exitcodes.CONFIG_ERROR) -> "typer.Exit":
@@ -113,7 +130,7 @@ def config_show(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -
 
 
 # --- worker and benchmark (import torch/genesis inside) ---------------------------------------
-@app.command("train-chunk")
+@app.command("train-chunk", hidden=True)  # the supervisor runs it; docs/CONTRACTS.md
 def train_chunk(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Train one chunk in this process (the supervisor runs this; exit codes: docs/CONTRACTS.md)."""
     from go2train import worker
