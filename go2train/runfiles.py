@@ -21,6 +21,12 @@ from typing import Any
 
 CHUNK_RE = re.compile(r"^chunk_(\d{6})$")
 
+# The worker's heartbeat phases (docs/CONTRACTS.md). The start-up ones, in order; the supervisor's
+# watchdog gives them ``startup_timeout_s`` instead of ``hang_timeout_s``.
+STARTUP_PHASES = ("starting", "importing", "building_scene", "compiling_kernels", "loading_kernels",
+                  "loading_checkpoint")
+PHASES = STARTUP_PHASES + ("training", "saving", "exiting")
+
 
 def chunk_name(milestone: int) -> str:
     return f"chunk_{milestone:06d}"
@@ -91,6 +97,10 @@ class RunDir:
     @property
     def config_file(self) -> Path:
         return self.root / "go2train.toml"
+
+    @property
+    def render_progress(self) -> Path:
+        return self.logs / "render.json"
 
     def chunk_metrics(self, milestone: int) -> Path:
         return self.chunk_logs / f"{chunk_name(milestone)}.json"

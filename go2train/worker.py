@@ -40,9 +40,35 @@ from typing import Any
 from go2train import checkpoint, exitcodes
 from go2train.config import Config, ConfigError, load, profile_of
 from go2train.gpumem import GpuMemProbe, torch_peak_reserved_mb, torch_reserved_mb
-from go2train.runfiles import RunDir, append_jsonl, atomic_write_json, chunk_name, read_json, read_jsonl
+from go2train.runfiles import (
+    PHASES, STARTUP_PHASES, RunDir, append_jsonl, atomic_write_json, chunk_name, read_json, read_jsonl,
+)
 
 log = logging.getLogger("go2train.worker")
+
+
+
+def kernel_cache_dir() -> Path:
+    """Quadrants' offline kernel cache (Genesis' compiled kernels): the live runtime's setting when
+    Genesis is initialised, else ``QD_OFFLINE_CACHE_FILE_PATH`` or its default."""
+    try:
+        from quadrants.lang import impl
+
+        path = impl.get_runtime().prog.config().offline_cache_file_path
+        if path:
+            return Path(path)
+    except Exception:  # noqa: BLE001
+        pass
+    return Path(os.environ.get("QD_OFFLINE_CACHE_FILE_PATH") or Path.home() / ".cache" / "quadrants" / "qdcache")
+
+
+def kernel_cache_files(path: Path | None = None) -> int:
+    """Files in the kernel cache (0 when it does not exist): 0 before a scene build means the
+    build compiles every kernel (first run on this machine)."""
+    n = 0
+    for _root, _dirs, files in os.walk(path or kernel_cache_dir()):
+        n += len(files)
+    return n
 
 
 # ---------------------------------------------------------------- failpoints
@@ -153,6 +179,10 @@ class Worker:
         self.cfg = cfg
         self.t0 = time.time()
         self.phase = "starting"
+        self.phase_started = self.t0
+        self.startup_phases: dict[str, float] = {}  # start-up phase -> seconds (this process)
+        self.kernel_cache_files_before: int | None = None
+        self.first_step_s: float | None = None
         self.milestone = 0  # milestone being trained towards
         self.prev_milestone = 0
         self.episodes = 0  # run total of finished episodes
@@ -203,6 +233,8 @@ class Worker:
             "pid": os.getpid(),
             "chunk": self.milestone,
             "phase": self.phase,
+            "phase_started": self.phase_started,
+            "phase_s": round(time.time() - self.phase_started, 1),
             "timesteps": self.timesteps,
             "episodes": self.episodes,
             "episodes_per_robot": self.episodes / max(self.n_envs, 1),
@@ -222,6 +254,21 @@ class Worker:
         }
         atomic_write_json(self.rd.heartbeat, hb)
         return hb
+
+    def set_phase(self, phase: str, beat: bool = True) -> None:
+        """Enter ``phase``: the time spent in a start-up phase is kept for the chunk record, and a
+        heartbeat goes out at once so the supervisor and `go2train status` see the change."""
+        assert phase in PHASES, phase
+        now = time.time()
+        if self.phase in STARTUP_PHASES:
+            self.startup_phases[self.phase] = round(
+                self.startup_phases.get(self.phase, 0.0) + now - self.phase_started, 3)
+        self.phase, self.phase_started = phase, now
+        if beat:
+            try:
+                self.heartbeat()
+            except OSError as exc:
+                log.warning("heartbeat not written: %s", exc)
 
     def _heartbeat_loop(self) -> None:
         last_t, last_steps = time.time(), self.timesteps
@@ -298,6 +345,8 @@ class Worker:
 
     # -- callbacks from ChunkedPPO
     def on_step(self, locals_: dict[str, Any]) -> bool:
+        if self.first_step_s is None:  # the first batched step compiles the step kernels
+            self.first_step_s = round(time.time() - self.train_t0, 3)
         self.steps_in_process += 1
         self.timesteps = int(self.model.num_timesteps)
         infos = locals_["infos"]
@@ -318,7 +367,7 @@ class Worker:
             self.model.request_stop()
             return
         if self.stop_requested:
-            self.phase = "saving"
+            self.set_phase("saving")
             self.save(checkpoint.RESUME, "resume")
             log.info("stop requested: resume point written at %d timesteps", self.timesteps)
             self.model.request_stop()
@@ -334,6 +383,15 @@ class Worker:
         return _STOP.is_set()
 
     def run(self) -> int:
+        cfg, rd = self.cfg, self.rd
+        # Early estimate of the chunk in progress (confirmed once a checkpoint has loaded), so the
+        # supervisor and the TUI know it during the start-up, which can take minutes.
+        newest = checkpoint.chunk_milestones(rd)
+        self.milestone = (newest[0] if newest else 0) + cfg.chunk.episodes
+        hb = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self.set_phase("importing")
+        hb.start()
+
         from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.monitor import ResultsWriter
         from stable_baselines3.common.vec_env import VecNormalize
@@ -342,24 +400,16 @@ class Worker:
         from go2train.ppo import make_ppo, resolve_device
         from go2train.vecenv import Go2VecEnv
 
-        cfg, rd = self.cfg, self.rd
-        hb = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        self.heartbeat()
-        hb.start()
-
-        # Early estimate of the chunk in progress (confirmed once a checkpoint has loaded), so the
-        # supervisor and the TUI know it during the start-up, which can take minutes.
-        newest = checkpoint.chunk_milestones(rd)
-        self.milestone = (newest[0] if newest else 0) + cfg.chunk.episodes
-        self.heartbeat()
         self.backend = init_genesis(self._backend(), seed=cfg.env.seed)
         self.device = resolve_device(cfg.ppo)
         if cfg.ppo.torch_threads:
             import torch
 
             torch.set_num_threads(cfg.ppo.torch_threads)
-        env = Go2Env(cfg)
+        self.set_phase("building_scene")
+        env = self._build_env(Go2Env)
         venv = Go2VecEnv(env)
+        self.set_phase("loading_checkpoint")
 
         # Resume: newest valid chunk, then a newer resume point of the chunk after it.
         manifest, model = checkpoint.newest_valid_chunk(
@@ -383,8 +433,7 @@ class Worker:
             self.milestone = 0  # nothing trained: the supervisor must not look for a new chunk record
             log.info("run complete: chunk %d reached max_episodes %d", self.prev_milestone, cfg.chunk.max_episodes)
             self.stop.set()
-            self.phase = "exiting"
-            self.heartbeat()
+            self.set_phase("exiting")
             release_genesis()
             return exitcodes.RUN_COMPLETE
         if src is None:
@@ -424,8 +473,9 @@ class Worker:
         model.on_safe_point = self.on_safe_point
         self.timesteps = int(model.num_timesteps)
         self.startup_s = time.time() - self.t0
-        log.info("chunk %s: target %d episodes (%d robots), start-up %.1f s",
-                 chunk_name(self.milestone), self.target_episodes, self.n_envs, self.startup_s)
+        log.info("chunk %s: target %d episodes (%d robots), start-up %.1f s (%s)",
+                 chunk_name(self.milestone), self.target_episodes, self.n_envs, self.startup_s,
+                 ", ".join(f"{k} {v:.1f} s" for k, v in self.startup_phases_now().items()))
 
         worker = self
 
@@ -436,20 +486,17 @@ class Worker:
         self.train_t0 = time.time()
         self.last_resume_save = time.time()
         if not self.stop_requested:  # stopped during start-up: nothing trained, nothing to save
-            self.phase = "training"
-            self.heartbeat()
+            self.set_phase("training")
             model.learn(total_timesteps=10**15, callback=_Cb(), tb_log_name="go2train", reset_num_timesteps=False)
         train_s = time.time() - self.train_t0
         if self.stop_requested and self.episodes < self.target_episodes:
             self.stop.set()
-            self.phase = "exiting"
-            self.heartbeat()
+            self.set_phase("exiting")
             release_genesis()
             return exitcodes.STOPPED
 
         # Save the chunk.
-        self.phase = "saving"
-        self.heartbeat()
+        self.set_phase("saving")
         t_save = time.time()
         manifest = self.save(chunk_name(self.milestone), "chunk")
         save_s = time.time() - t_save
@@ -462,6 +509,9 @@ class Worker:
             **self.stats.summary(),
             "steps_per_s": (manifest["timesteps"] - int((src or {}).get("timesteps", 0))) / max(train_s, 1e-9),
             "startup_s": self.startup_s,
+            "startup_phases": self.startup_phases_now(),
+            "first_step_s": self.first_step_s,
+            "kernel_cache_files_before": self.kernel_cache_files_before,
             "train_s": self.train_s_before + train_s,
             "save_s": save_s,
             "peak_rss_mb": peak_rss_mb(),
@@ -482,13 +532,45 @@ class Worker:
                  chunk_name(self.milestone), metrics["episodes"], metrics["reward_mean"],
                  metrics["forward_speed_mean"], metrics["steps_per_s"], save_s)
         self.stop.set()
-        self.phase = "exiting"
-        self.heartbeat()
+        self.set_phase("exiting")
         self._monitor.close()
         release_genesis()
         if cfg.chunk.max_episodes and self.milestone >= cfg.chunk.max_episodes:
             return exitcodes.RUN_COMPLETE
         return exitcodes.CHUNK_DONE
+
+
+    def startup_phases_now(self) -> dict[str, float]:
+        """Seconds per start-up phase in this process (``starting``: interpreter and CLI start
+        before this Worker existed are not counted; the phases sum to ``startup_s``)."""
+        out = dict(self.startup_phases)
+        if self.phase in STARTUP_PHASES:  # the one in progress
+            out[self.phase] = out.get(self.phase, 0.0) + time.time() - self.phase_started
+        return {k: round(v, 2) for k, v in out.items() if k != "starting" or v >= 0.01}
+
+    def _build_env(self, go2env_cls):
+        """Construct the env, naming the Genesis ``scene.build`` phase: ``compiling_kernels`` when
+        the kernel cache is empty (first run on this machine), else ``loading_kernels`` (kernels
+        whose source or settings changed still compile then; so may the first steps: the chunk
+        record's ``first_step_s``)."""
+        import genesis as gs
+
+        orig = gs.Scene.build
+        worker = self
+
+        def build(scene, *args, **kwargs):
+            try:
+                worker.kernel_cache_files_before = kernel_cache_files()
+            except OSError:
+                worker.kernel_cache_files_before = None
+            worker.set_phase("loading_kernels" if worker.kernel_cache_files_before else "compiling_kernels")
+            return orig(scene, *args, **kwargs)
+
+        gs.Scene.build = build
+        try:
+            return go2env_cls(self.cfg)
+        finally:
+            gs.Scene.build = orig
 
 
 def resume_point_applies(rm: dict[str, Any], base: dict[str, Any] | None, prev_milestone: int) -> bool:
