@@ -247,6 +247,10 @@ def video_cmd(
     config: Optional[Path] = ConfigOpt,
     steps: Optional[int] = typer.Option(None, "--steps", help="Steps (= frames) per clip (default: [video] steps)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output MP4 (default: videos/chunk_NNNNNN.mp4)."),
+    progress_file: Optional[Path] = typer.Option(
+        None, "--progress-file", envvar="GO2TRAIN_RENDER_PROGRESS",
+        help="With --chunk: write frames done/total to this JSON file (the supervisor sets it).",
+    ),
 ) -> None:
     """Render a checkpoint's policy to an H.264 MP4 with its manifest (docs/VIDEO.md)."""
     from go2train import video
@@ -254,7 +258,12 @@ def video_cmd(
     run_dir = check_run_dir(run_dir)
     cfg = load_config(config, run_dir)
     try:
-        code = video.main(run_dir, cfg, chunk, progression, chunks, layout, steps, out)
+        if progress_file is not None and chunk is not None and not progression and chunks is None:
+            from go2train import milestone_render
+
+            code = milestone_render.main(run_dir, cfg, chunk, steps, out, progress_file)
+        else:
+            code = video.main(run_dir, cfg, chunk, progression, chunks, layout, steps, out)
     except video.VideoError as exc:
         fail(str(exc), exc.code)
     raise typer.Exit(code)

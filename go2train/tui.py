@@ -187,6 +187,41 @@ def _rss_mb(proc: Any) -> float | None:
         return None
 
 
+STARTUP_HINTS = {  # what a start-up phase is doing, for a newcomer
+    "importing": "importing torch and Genesis",
+    "building_scene": "building the Genesis scene",
+    "compiling_kernels": "compiling Genesis kernels — first run on this machine, cached afterwards",
+    "loading_kernels": "building with cached Genesis kernels",
+    "loading_checkpoint": "loading the checkpoint",
+}
+
+
+def phase_seconds(hb: dict, now: float) -> float | None:
+    """How long the worker has been in its heartbeat's phase."""
+    started = num(hb.get("phase_started"))
+    if started is not None:
+        return max(0.0, now - started)
+    ps, t = num(hb.get("phase_s")), num(hb.get("time"))
+    return max(0.0, ps + now - t) if ps is not None and t is not None else None
+
+
+def render_info(state: dict | None, prog: Any, now: float) -> dict | None:
+    """The milestone render running beside the worker (state.json ``render_pid``), with frames
+    done / total from logs/render.json when that file is this render's."""
+    pid = as_int((state or {}).get("render_pid"))
+    if not pid:
+        return None
+    started = num((state or {}).get("render_started"))
+    info: dict[str, Any] = {"pid": pid, "chunk": as_int((state or {}).get("render_chunk")),
+                            "pending": as_int((state or {}).get("render_pending")),
+                            "elapsed_s": max(0.0, now - started) if started is not None else None,
+                            "phase": None, "frames_done": None, "frames_total": None}
+    if isinstance(prog, dict) and as_int(prog.get("pid")) == pid:
+        info.update(phase=prog.get("phase"), frames_done=as_int(prog.get("frames_done")),
+                    frames_total=as_int(prog.get("frames_total")))
+    return info
+
+
 def notable(ev: dict) -> bool:
     """Events worth a line on the screen: not state changes (the header shows the state) and not
     routine memory records (a GPU leak is shown)."""
@@ -419,6 +454,7 @@ class Reader:
             progress = {
                 "chunk": as_int(hb.get("chunk")),
                 "phase": hb.get("phase"),
+                "phase_s": phase_seconds(hb, now),
                 "fraction": frac,
                 "episodes_done": (eps - start_eps) if None not in (eps, start_eps) else None,
                 "episodes_needed": (target - start_eps) if None not in (target, start_eps) else None,
@@ -477,6 +513,7 @@ class Reader:
             "events": events,
             "restarts_current_chunk": restarts_current,
             "progress": progress,
+            "render": render_info(state, read_json(rd.render_progress), now),
             "memory": memory,
             "disk": disk,
             "config": config,
@@ -573,6 +610,9 @@ def _current(snap: dict, width: int = 120) -> Panel:
     if p is None:
         nxt = (as_int(chunks[-1].get("chunk")) or 0) + int(cfg.get("episodes") or 0) if chunks else cfg.get("episodes")
         body: RenderableType = Text(f"no heartbeat yet — next milestone {nxt}", style="dim")
+        rl = _render_line(snap)
+        if rl is not None:
+            body = Group(body, rl)
         return Panel(body, title="current chunk", title_align="left", box=box.ROUNDED)
 
     live = p.get("worker_alive") and state not in ("STOPPED", "DONE", "FATAL")
@@ -596,13 +636,45 @@ def _current(snap: dict, width: int = 120) -> Panel:
                  bar, Text(f"{pct}  {eps}"), eta)
     age = p.get("heartbeat_age_s")
     info = Text()
-    info.append(f"phase {p.get('phase') or '?'}   ")
+    info.append(f"phase {p.get('phase') or '?'}")
+    if p.get("phase_s") is not None and live:
+        info.append(f" {fmt_duration(p.get('phase_s'))}")
+    hint = STARTUP_HINTS.get(str(p.get("phase")))
+    if hint and live:
+        info.append(f" ({hint})", style="cyan")
+    info.append("   ")
     info.append(f"{fmt_num(p.get('steps_per_s'), ',.0f')} env-steps/s   timesteps {fmt_int(p.get('timesteps'))}   ")
     info.append(f"heartbeat {fmt_duration(age)} ago", style="red" if any(w["kind"] == "stale_heartbeat" for w in snap.get("warnings") or []) else "")
     rc = snap.get("restarts_current_chunk") or 0
     if rc:
         info.append(f"   restarts this chunk {rc}", style="yellow")
-    return Panel(Group(grid, info), title="current chunk", title_align="left", box=box.ROUNDED)
+    parts: list[RenderableType] = [grid, info]
+    rl = _render_line(snap)
+    if rl is not None:
+        parts.append(rl)
+    return Panel(Group(*parts), title="current chunk", title_align="left", box=box.ROUNDED)
+
+
+def _render_line(snap: dict) -> Text | None:
+    """``video chunk 50 rendering 120/400 frames (30%) 1m02s, pid N`` for a render beside the chunk."""
+    r = snap.get("render")
+    if not r:
+        return None
+    t = Text("video ", style="magenta")
+    t.append(f"chunk {r.get('chunk') if r.get('chunk') is not None else '?'} ", style="bold magenta")
+    done, total = r.get("frames_done"), r.get("frames_total")
+    if r.get("phase") == "starting" or (done is None and total is None):
+        t.append("starting")
+        if total:
+            t.append(f" (0/{total} frames)")
+    else:
+        t.append(f"{done}/{total} frames")
+        if done is not None and total:
+            t.append(f" ({100 * done / total:.0f}%)")
+    t.append(f"  {fmt_duration(r.get('elapsed_s'))}  pid {r.get('pid')}", style="dim")
+    if r.get("pending") is not None:
+        t.append(f"  next: chunk {r['pending']}", style="dim")
+    return t
 
 
 def _chunks_table(snap: dict, max_rows: int | None) -> Table:
@@ -736,6 +808,9 @@ def _event_text(ev: dict) -> tuple[str, Text]:
             t.append(f"video of chunk {ev.get('chunk')} in {fmt_duration(num(ev.get('seconds')))}", style="green")
         else:
             t.append(f"video of chunk {ev.get('chunk')} FAILED: {ev.get('error') or '?'}", style="red")
+    elif kind == "render_start":
+        t.append(f"rendering the video of chunk {ev.get('chunk')} (pid {ev.get('pid')}) beside training",
+                 style="magenta")
     elif kind == "start":
         t.append(f"worker pid {ev.get('pid')} for chunk {ev.get('chunk')} (attempt {ev.get('attempt')})")
     elif kind == "state":

@@ -276,6 +276,37 @@ def stop(run_dir: Path, timeout: float) -> int:
 
 
 # ---------------------------------------------------------------------- status
+def phase_elapsed(hb: dict, now: float | None = None) -> float:
+    """Seconds the worker has been in its heartbeat's phase (``phase_started``; else ``phase_s``
+    aged by the heartbeat's age)."""
+    now = time.time() if now is None else now
+    started = hb.get("phase_started")
+    if isinstance(started, (int, float)) and not isinstance(started, bool):
+        return max(0.0, now - started)
+    t, s = hb.get("time"), hb.get("phase_s")
+    if isinstance(t, (int, float)) and isinstance(s, (int, float)):
+        return max(0.0, s + now - t)
+    return 0.0
+
+
+def render_text(st: dict, prog: object, now: float | None = None) -> str:
+    """``render chunk C pid P F/T frames Ns`` for the render named in state.json; the frames come
+    from logs/render.json when it is this render's (same pid)."""
+    now = time.time() if now is None else now
+    pid = st.get("render_pid")
+    text = f"render chunk {st.get('render_chunk', '?')} pid {pid}"
+    if isinstance(prog, dict) and prog.get("pid") == pid:
+        done, total = prog.get("frames_done"), prog.get("frames_total")
+        if prog.get("phase") == "starting":
+            text += f" starting (0/{total} frames)"
+        else:
+            text += f" {done}/{total} frames"
+    started = st.get("render_started")
+    if isinstance(started, (int, float)):
+        text += f" {max(0.0, now - started):.0f} s"
+    return text
+
+
 def status(run_dir: Path) -> int:
     """One line; exit 0 running, 3 not running (LSB), 1 FATAL."""
     root = Path(run_dir).absolute()
@@ -294,6 +325,11 @@ def status(run_dir: Path) -> int:
         line = f"{state or 'STARTING'} pid {holder.get('pid')} chunk {st.get('chunk')} {restarts}"
         if st.get("worker_pid"):
             line += f" worker {st['worker_pid']}"
+            hb = read_json(rd.heartbeat)
+            if isinstance(hb, dict) and hb.get("pid") == st["worker_pid"] and hb.get("phase"):
+                line += f" phase {hb['phase']} {phase_elapsed(hb):.0f} s"
+        if st.get("render_pid"):
+            line += " " + render_text(st, read_json(rd.render_progress))
         if state == "BACKOFF" and isinstance(st.get("next_retry"), (int, float)):
             line += f" next retry in {max(0.0, st['next_retry'] - time.time()):.1f} s"
         print(line, flush=True)

@@ -1,7 +1,11 @@
 """The supervisor loop: one worker process per chunk, restart policy, watchdog, milestone videos.
 
-States (like supervisord): STARTING (worker spawned, no training heartbeat yet), RUNNING,
-BACKOFF (waiting before a restart), RENDERING (milestone video), STOPPING, STOPPED, FATAL, DONE.
+States (like supervisord) are the worker's: STARTING (worker spawned, still in a start-up phase),
+RUNNING, BACKOFF (waiting before a restart), STOPPING, STOPPED, FATAL, DONE; RENDERING only while
+the last milestone video finishes after the run completed (no worker left to run). Milestone videos
+render in a second child *beside* the worker, watched in the same poll loop: at most one at a time
+(a milestone that comes meanwhile waits; only the newest waiting one is kept), at a lower CPU
+priority, killed after ``[video] timeout_s``; a failed render is one ``render`` event, nothing else.
 ``logs/state.json`` is rewritten on every change and ``logs/events.jsonl`` gets one line per
 event, as in docs/CONTRACTS.md. Single-threaded: signal handlers only set flags, and a
 ``set_wakeup_fd`` pipe wakes the poll loop at once (SIGCHLD included, so exits are seen at once).
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from go2train.config import Config
-from go2train.runfiles import CHUNK_RE, RunDir, append_jsonl, atomic_write_json, read_json
+from go2train.runfiles import CHUNK_RE, STARTUP_PHASES, RunDir, append_jsonl, atomic_write_json, read_json
 
 from supervisor import procs
 from supervisor.policy import RestartPolicy
@@ -31,6 +35,20 @@ STATES = ("STARTING", "RUNNING", "BACKOFF", "RENDERING", "STOPPING", "STOPPED", 
 GPU_LEAK_MB = 256.0
 WORKER_STDERR_LOG = "worker.stderr.log"
 RENDER_LOG = "render.log"
+RENDER_NICE = 10  # renders run this much nicer than the worker
+RENDER_STOP_S = 10.0  # at most this long for a render to end on SIGTERM before SIGKILL
+RENDER_PROGRESS_ENV = "GO2TRAIN_RENDER_PROGRESS"  # where `go2train video` writes frames done/total
+
+
+@dataclass
+class RenderJob:
+    proc: Any
+    chunk: int
+    t0: float
+    spawn_wall: float
+    log_path: Path
+    offset: int
+    stop_reason: str | None = None  # set when the supervisor stops it (daemon stop, FATAL)
 
 
 @dataclass
@@ -69,11 +87,14 @@ class Supervisor:
         self.restarts_total = 0
         self.info: dict[str, Any] = {
             "worker_pid": None, "worker_started": None, "render_pid": None, "render_started": None,
-            "chunk": None, "last_exit": None, "next_retry": None, "fatal_reason": None,
+            "render_chunk": None, "render_pending": None, "chunk": None, "last_exit": None, "next_retry": None, "fatal_reason": None,
         }
         self._stop_signal: str | None = None
         self._sighups = 0
-        self._child = None  # the live worker/render Popen, for last-resort cleanup
+        self._child = None  # the live worker Popen, for last-resort cleanup
+        self._render: RenderJob | None = None  # the milestone render running beside the worker
+        self._render_pending: int | None = None  # the milestone waiting for it to end
+        self._in_render_poll = False
         self._rfd = self._wfd = -1
         self._old_handlers: dict[int, Any] = {}
         self._old_wakeup = -1
@@ -116,11 +137,13 @@ class Supervisor:
         """Sleep up to ``timeout`` s; a signal (child exit, stop request) wakes us early."""
         if interruptible and self._stop_signal:
             return
+        if self._render is not None:  # its timeout is checked at least every poll_s
+            timeout = min(timeout, self.sc.poll_s)
         try:
             r, _, _ = select.select([self._rfd], [], [], max(0.0, timeout))
         except (OSError, ValueError):
             time.sleep(max(0.0, min(timeout, 0.05)))
-            return
+            r = []
         if r:
             try:
                 while os.read(self._rfd, 4096):
@@ -128,6 +151,7 @@ class Supervisor:
             except (BlockingIOError, OSError):
                 pass
         self._check_sighup()
+        self._poll_render()
 
     def _check_sighup(self) -> None:
         if self._sighups:
@@ -163,6 +187,8 @@ class Supervisor:
             "worker_started": i["worker_started"],
             "render_pid": i["render_pid"],
             "render_started": i["render_started"],
+            "render_chunk": i["render_chunk"],
+            "render_pending": i["render_pending"],
             "chunk": i["chunk"],
             "restarts": {"total": self.restarts_total, "consecutive": self.policy.consecutive},
             "last_exit": i["last_exit"],
@@ -208,6 +234,7 @@ class Supervisor:
             return self._fatal(f"supervisor error: {type(exc).__name__}: {exc}")
         finally:
             self._kill_child()
+            self._kill_render()
             self._restore_signals()
 
     def _loop(self) -> int:
@@ -226,8 +253,10 @@ class Supervisor:
                 if chunk is not None:
                     self._guard()
                 if chunk is not None and not self._stop_signal and self._is_milestone(chunk):
-                    self._render(chunk)
+                    self._request_render(chunk)
                 if res.reason == "run_complete":
+                    if not self._drain_renders():
+                        return self._finish_stopped()
                     self._set_state("DONE")
                     return 0
                 continue
@@ -255,12 +284,14 @@ class Supervisor:
 
     def _fatal(self, reason: str) -> int:
         self._emit("fatal", reason=reason)
+        self._stop_render("supervisor FATAL")  # the supervisor exits: no renderer left behind
         self._set_state("FATAL", fatal_reason=reason, worker_pid=None, next_retry=None)
         return 1
 
     def _finish_stopped(self) -> int:
         self._set_state("STOPPING", next_retry=None)
-        self._set_state("STOPPED", worker_pid=None, render_pid=None)
+        self._stop_render(f"stopped ({self._stop_signal})" if self._stop_signal else "stopped")
+        self._set_state("STOPPED", worker_pid=None, render_pid=None, render_started=None, render_chunk=None)
         return 0
 
     # ------------------------------------------------------------------ chunks
@@ -385,6 +416,8 @@ class Supervisor:
             if orphan is None:
                 continue
             forced = procs.terminate_group(orphan.pid, self.sc.stop_timeout_s, orphan.proc.is_running)
+            if pid_key == "render_pid":
+                procs.remove_render_temp_files(self.rd.videos, orphan.pid)
             self._emit("warning", kind="orphan_worker" if pid_key == "worker_pid" else "orphan_render",
                        message=f"stopped pid {orphan.pid} left by supervisor pid "
                                f"{old.get('supervisor_pid')}" + (" (SIGKILL)" if forced else " (SIGTERM)"))
@@ -405,6 +438,8 @@ class Supervisor:
     # ------------------------------------------------------------------ one worker
     def _run_worker(self) -> WorkerResult | None:
         attempt = self.policy.consecutive + 1
+        self._poll_render()  # a render that just ended is not counted as running
+        render_before = self._render is not None
         gpu_before = self._probe_gpu()
         if self._stop_signal:
             return None
@@ -445,6 +480,7 @@ class Supervisor:
             if self._stop_signal:
                 stopping = True
                 self._set_state("STOPPING")
+                self._signal_render_stop(f"stopped ({self._stop_signal})")  # both end in parallel
                 result = self._terminate(proc, self.sc.stop_timeout_s)
                 break
             now = time.monotonic()
@@ -458,9 +494,9 @@ class Supervisor:
                 chunk = hb.get("chunk")
                 if isinstance(chunk, int) and chunk != self.info["chunk"]:
                     self._update(chunk=chunk)
-                if self.state == "STARTING" and phase not in (None, "starting"):
+                if self.state == "STARTING" and phase is not None and phase not in STARTUP_PHASES:
                     self._set_state("RUNNING")
-            limit = startup if (not seen or phase == "starting") else hang
+            limit = startup if (not seen or phase in STARTUP_PHASES) else hang
             silent = now - last_progress
             if silent > limit:
                 hung = True
@@ -488,58 +524,160 @@ class Supervisor:
         if leftovers:
             self._emit("warning", kind="leftover_processes",
                        message=f"worker {pid} left processes in its group; killed them")
-        gpu_after = self._probe_gpu_after(gpu_before)
-        leak = gpu_before is not None and gpu_after is not None and gpu_after - gpu_before > GPU_LEAK_MB
-        self._emit("memory", peak_rss_mb=round(peak_rss_mb, 1), gpu_before_mb=gpu_before,
-                   gpu_after_mb=gpu_after, gpu_leak=leak)
+        # A render alive at either probe makes their difference meaningless (its own GPU memory
+        # comes and goes): then no leak is judged. One that ran and ended in between is fine.
+        self._poll_render()
+        overlap = render_before or self._render is not None
+        gpu_after = self._probe_gpu() if overlap else self._probe_gpu_after(gpu_before)
+        leak = (not overlap and gpu_before is not None and gpu_after is not None
+                and gpu_after - gpu_before > GPU_LEAK_MB)
+        mem: dict[str, Any] = {"peak_rss_mb": round(peak_rss_mb, 1), "gpu_before_mb": gpu_before,
+                               "gpu_after_mb": gpu_after, "gpu_leak": leak}
+        if overlap:
+            mem["render_overlap"] = True
+        self._emit("memory", **mem)
         if leak:
             self._emit("warning", kind="gpu_leak",
                        message=f"GPU memory in use went from {gpu_before:.0f} MiB before worker {pid} "
                                f"to {gpu_after:.0f} MiB after it exited")
         return WorkerResult(pid, code, reason, sig, duration, spawn_wall, hb_final, stderr_tail, stopping)
 
-    # ------------------------------------------------------------------ milestone video
-    def _render(self, chunk: int) -> None:
+    # ------------------------------------------------------------------ milestone videos
+    def _request_render(self, chunk: int) -> None:
+        """Render ``chunk``'s video beside training: now if no render runs, else after it (only
+        the newest waiting milestone is kept; one it displaces gets a ``render_skipped`` warning)."""
         if self.render_cmd is None:
             return
+        if self._render is None:
+            self._start_render(chunk)
+            return
+        if self._render_pending is not None and self._render_pending != chunk:
+            self._skip_pending(f"milestone {chunk} came while the video of chunk {self._render.chunk} "
+                               "was still rendering")
+        self._render_pending = chunk
+        self._update(render_pending=chunk)
+
+    def _skip_pending(self, why: str) -> None:
+        chunk, self._render_pending = self._render_pending, None
+        self.info["render_pending"] = None
+        if chunk is not None:
+            self._emit("warning", kind="render_skipped",
+                       message=f"no milestone video for chunk {chunk}: {why}; render it with: "
+                               f"go2train video --chunk {chunk} --run-dir {self.rd.root}")
+
+    def _start_render(self, chunk: int) -> None:
         cmd = self.render_cmd(chunk)
-        self._set_state("RENDERING", chunk=chunk)
         log_path = self.rd.logs / RENDER_LOG
         header = f"\n===== go2train supervisor {time.strftime('%Y-%m-%d %H:%M:%S')}: render chunk {chunk}: {' '.join(cmd)}\n"
+        env = self._child_env()
+        env[RENDER_PROGRESS_ENV] = str(self.rd.render_progress)
         t0 = time.monotonic()
         spawn_wall = time.time()
         try:
-            proc, offset = procs.spawn(cmd, log_path, self.rd.root, header, self._child_env())
+            proc, offset = procs.spawn(cmd, log_path, self.rd.root, header, env, nice=RENDER_NICE)
         except OSError as exc:
             self._emit("render", chunk=chunk, ok=False, seconds=0.0, error=f"cannot start renderer: {exc}")
             return
-        self._child = proc
-        self._update(render_pid=proc.pid, render_started=spawn_wall)
-        timeout = self.cfg.video.timeout_s
-        error = None
-        while True:
-            result = procs.reap(proc)
-            if result is not None:
-                break
-            if self._stop_signal:
-                result = self._terminate(proc, min(self.sc.stop_timeout_s, 10.0))
-                error = f"stopped ({self._stop_signal})"
-                break
-            if time.monotonic() - t0 > timeout:
-                procs.killpg(proc.pid, signal.SIGKILL)
-                result = self._reap_after_kill(proc)
+        self._render = RenderJob(proc, chunk, t0, spawn_wall, log_path, offset)
+        self._update(render_pid=proc.pid, render_started=spawn_wall, render_chunk=chunk)
+        self._emit("render_start", pid=proc.pid, chunk=chunk)
+
+    def _poll_render(self) -> None:
+        """Reap the render if it ended, kill it past ``[video] timeout_s``, start a waiting one."""
+        job = self._render
+        if job is None or self._in_render_poll:
+            return
+        self._in_render_poll = True
+        try:
+            result = procs.reap(job.proc)
+            error = None
+            if result is None:
+                timeout = self.cfg.video.timeout_s
+                if time.monotonic() - job.t0 <= timeout:
+                    return
+                procs.killpg(job.proc.pid, signal.SIGKILL)
+                result = self._reap_after_kill(job.proc)
                 error = f"timeout after {timeout:g} s (killed)"
-                break
-            self._wait(self.sc.poll_s)
-        self._child = None
-        procs.killpg(proc.pid, signal.SIGKILL)  # leftovers of its group
-        code = result[0]
+            self._end_render(result[0], error)
+            if self._render_pending is not None and not self._stop_signal:
+                chunk, self._render_pending = self._render_pending, None
+                self.info["render_pending"] = None
+                self._start_render(chunk)
+        finally:
+            self._in_render_poll = False
+
+    def _end_render(self, code: int, error: str | None) -> None:
+        job, self._render = self._render, None
+        assert job is not None
+        procs.killpg(job.proc.pid, signal.SIGKILL)  # leftovers of its group (ffmpeg)
+        if error is None and job.stop_reason:
+            error = job.stop_reason
         if error is None and code != 0:
             sig = procs.exit_signal(code)
             error = f"killed by {sig}" if sig else f"exit code {code}"
-            detail = procs.last_line(procs.tail(log_path, offset))
+            detail = procs.last_line(procs.tail(job.log_path, job.offset))
             if detail:
                 error += f": {detail}"
-        self._update(render_pid=None, render_started=None)
-        self._emit("render", chunk=chunk, ok=error is None, seconds=round(time.monotonic() - t0, 3),
-                   error=error)
+        if error is not None:  # a killed render must not leave a partial video behind
+            procs.remove_render_temp_files(self.rd.videos, job.proc.pid)
+        self._update(render_pid=None, render_started=None, render_chunk=None)
+        self._emit("render", chunk=job.chunk, ok=error is None, seconds=round(time.monotonic() - job.t0, 3),
+                   error=error, pid=job.proc.pid)
+
+    def _signal_render_stop(self, reason: str) -> None:
+        """SIGTERM (+SIGCONT) to the render's group; :meth:`_stop_render` waits for it."""
+        if self._render_pending is not None:
+            self._skip_pending(reason)
+        job = self._render
+        if job is None or job.stop_reason:
+            return
+        job.stop_reason = reason
+        procs.killpg(job.proc.pid, signal.SIGTERM)
+        procs.killpg(job.proc.pid, signal.SIGCONT)
+
+    def _stop_render(self, reason: str) -> None:
+        """Stop the render (SIGTERM, then SIGKILL after RENDER_STOP_S) and drop a waiting one."""
+        self._signal_render_stop(reason)
+        job = self._render
+        if job is None:
+            return
+        self._in_render_poll = True  # this method reaps it
+        try:
+            deadline = time.monotonic() + min(self.sc.stop_timeout_s, RENDER_STOP_S)
+            result = procs.reap(job.proc)
+            while result is None and time.monotonic() < deadline:
+                self._wait(0.05, interruptible=False)
+                result = procs.reap(job.proc)
+            if result is None:
+                procs.killpg(job.proc.pid, signal.SIGKILL)
+                result = self._reap_after_kill(job.proc)
+            self._end_render(result[0], None)
+        finally:
+            self._in_render_poll = False
+
+    def _kill_render(self) -> None:
+        """Last resort (supervisor exiting): SIGKILL the render's group, remove its temp files."""
+        job, self._render = self._render, None
+        if job is None or job.proc.returncode is not None:
+            return
+        procs.killpg(job.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and procs.reap(job.proc) is None:
+            time.sleep(0.02)
+        procs.remove_render_temp_files(self.rd.videos, job.proc.pid)
+
+    def _drain_renders(self) -> bool:
+        """After the run completed: let the running and the waiting render finish (state
+        RENDERING, no worker). False when a stop came meanwhile."""
+        while self._render is not None or self._render_pending is not None:
+            if self._stop_signal:
+                return False
+            if self._render is None:  # a waiting one whose start failed to follow
+                chunk, self._render_pending = self._render_pending, None
+                self.info["render_pending"] = None
+                self._start_render(chunk)
+                continue
+            if self.state != "RENDERING":
+                self._set_state("RENDERING", chunk=self._render.chunk)
+            self._wait(self.sc.poll_s)
+        return True

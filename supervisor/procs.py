@@ -106,9 +106,11 @@ def classify(code: int | None, hung: bool = False, stopping: bool = False) -> tu
     return "failure", None
 
 
-def spawn(cmd: list[str], log_path: Path, cwd: Path, header: str, env: dict[str, str] | None = None):
+def spawn(cmd: list[str], log_path: Path, cwd: Path, header: str, env: dict[str, str] | None = None,
+          nice: int = 0):
     """Start ``cmd`` in a new session (its own process group), stdout+stderr appended to
-    ``log_path``. Returns ``(Popen, offset)``: the log offset where this child's output starts."""
+    ``log_path``, ``nice`` added to its niceness (lower CPU priority; inherited by its children).
+    Returns ``(Popen, offset)``: the log offset where this child's output starts."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if log_path.stat().st_size > LOG_ROTATE_BYTES:
@@ -122,6 +124,7 @@ def spawn(cmd: list[str], log_path: Path, cwd: Path, header: str, env: dict[str,
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(cwd),
             env=env, start_new_session=True, close_fds=True,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,  # single-threaded caller
         )
     return proc, offset
 
@@ -216,6 +219,24 @@ def terminate_group(pgid: int, timeout_s: float, is_alive) -> bool:
         time.sleep(0.05)
     killpg(pgid, signal.SIGKILL)
     return True
+
+
+def remove_render_temp_files(videos: Path, pid: int) -> list[str]:
+    """Remove the hidden temp files a render ``pid`` killed before its rename left in ``videos``
+    (``go2train video`` writes ``.NAME.<pid>.tmp.mp4``, docs/VIDEO.md). Returns their names."""
+    removed = []
+    try:
+        names = os.listdir(videos)
+    except OSError:
+        return removed
+    for name in names:
+        if name.startswith(".") and f".{pid}.tmp" in name:
+            try:
+                os.unlink(videos / name)
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
 
 
 def own_peak_rss_mb() -> float:

@@ -5,7 +5,8 @@ codes) in a fraction of a second, steered by RUN_DIR/fake_script.json:
     {"episodes": 50,
      "attempts": [{"do": "signal", "sig": "SIGSEGV", "after": 0.2}, {"do": "ok"}, ...],
      "default": {"do": "done"},
-     "render": {"50": {"do": "signal", "sig": "SIGSEGV"}, "100": {"do": "hang"}}}
+     "render": {"50": {"do": "signal", "sig": "SIGSEGV"}, "100": {"do": "hang"},
+                "150": {"do": "slow", "frames": 20, "frame_s": 0.05}}}
 
 Usage: fake_worker.py worker RUN_DIR | fake_worker.py render RUN_DIR CHUNK | fake_worker.py gpu RUN_DIR
 
@@ -18,6 +19,12 @@ Worker actions (attempt n uses attempts[n-1], else "default"):
             loop with a live heartbeat thread), with a grandchild `sleep` in its process group
   silent    never write a heartbeat; sleep
   long      train until SIGTERM (then exit 4, like the real worker); "ignore_term": true ignores it
+"phases": [["importing", 0.1], ["compiling_kernels", 0.3]] first walks through start-up phases
+(heartbeat phase names, frozen timesteps), after start_s.
+Render actions (default "ok"): ok (write the mp4 at once), slow (write `frames` frames of `frame_s`
+each into a hidden temp file `.chunk_NNNNNN.<pid>.tmp.mp4`, reporting progress in
+$GO2TRAIN_RENDER_PROGRESS like the real renderer, then rename it; default SIGTERM handling, so
+a stopped render leaves its temp file to the supervisor), signal, hang, anything else: exit `code`.
 Every invocation appends {"n", "pid", "do", "time", ...} to RUN_DIR/fake_log.jsonl.
 """
 
@@ -91,6 +98,7 @@ class Worker:
         with self.lock:
             atomic_write(self.run / "logs" / "heartbeat.json", {
                 "pid": os.getpid(), "chunk": self.chunk, "phase": self.phase,
+                "phase_started": self.started,
                 "timesteps": self.timesteps, "episodes": 0, "time": time.time(),
                 "started": self.started, "backend": "cpu",
             })
@@ -148,6 +156,10 @@ def worker(run: Path) -> None:
     start_s = float(act.get("start_s", 0.0))
     if start_s:
         time.sleep(start_s)  # phase "starting", timesteps 0: a kernel compile
+    for name, secs in act.get("phases", []):
+        w.phase = name
+        w.beat()
+        time.sleep(float(secs))
     if do == "ok":
         w.train(float(act.get("train_s", 0.15)))
         w.finish(0)
@@ -185,6 +197,25 @@ def render(run: Path, chunk: int) -> None:
     if do == "ok":
         (run / "videos").mkdir(exist_ok=True)
         (run / "videos" / f"chunk_{chunk:06d}.mp4").write_bytes(b"fake")
+        sys.exit(0)
+    if do == "slow":
+        frames, frame_s = int(act.get("frames", 20)), float(act.get("frame_s", 0.05))
+        prog = os.environ.get("GO2TRAIN_RENDER_PROGRESS")
+        (run / "videos").mkdir(exist_ok=True)
+        final = run / "videos" / f"chunk_{chunk:06d}.mp4"
+        tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.mp4")
+        log(run, render=chunk, tmp=tmp.name, nice=os.nice(0))
+        started = time.time()
+        with open(tmp, "wb") as f:
+            for i in range(frames):
+                f.write(b"frame")
+                f.flush()
+                if prog:
+                    atomic_write(Path(prog), {"pid": os.getpid(), "chunk": chunk, "phase": "rendering",
+                                              "frames_done": i, "frames_total": frames, "started": started,
+                                              "time": time.time()})
+                time.sleep(frame_s)
+        os.replace(tmp, final)
         sys.exit(0)
     if do == "signal":
         sig = getattr(signal, act.get("sig", "SIGSEGV"))

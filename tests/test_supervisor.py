@@ -254,8 +254,92 @@ def test_render_crash_or_hang_never_stops_training(tmp_path):
     assert gone(grandchild)
     for c in (50, 100, 150, 200):
         assert (run / "logs" / "chunks" / f"chunk_{c:06d}.json").exists()
-    assert [e["state"] for e in events(run, "state")].count("RENDERING") == 3
+    # renders run beside the workers: RENDERING only while the last video finishes after DONE's worker
+    assert [e["state"] for e in events(run, "state")].count("RENDERING") <= 1
+    assert all(e["reason"] == "chunk_done" for e in events(run, "exit")[:4])  # no restart from a render
+    assert state(run)["state"] == "DONE" and state(run)["restarts"]["total"] == 0
+
+
+def test_render_runs_beside_the_next_worker_niced_with_progress(tmp_path):
+    run = make_run(tmp_path, [{"do": "ok"}, {"do": "ok", "train_s": 1.0}, {"do": "ok", "train_s": 1.0}],
+                   default={"do": "done"},
+                   render={"50": {"do": "slow", "frames": 20, "frame_s": 0.1}},
+                   video={"every_episodes": 0, "timeout_s": 20.0})
+    sup = spawn_daemon(run)
+    try:
+        st = wait_for(lambda: (lambda s: s if s.get("render_pid") and s.get("worker_pid") else None)(state(run)),
+                      what="a render and a worker at once")
+        assert st["render_chunk"] == 50 and st["state"] in ("STARTING", "RUNNING")
+        prog = wait_for(lambda: (lambda p: p if p and p.get("frames_done", 0) > 0 else None)(
+            read_json(run / "logs" / "render.json")), what="render progress")
+        assert prog["pid"] == st["render_pid"] and prog["frames_total"] == 20
+        line = cli("daemon", "status", "--run-dir", str(run), env=env_for(run)).stdout
+        assert "render chunk 50" in line and "/20 frames" in line, line
+        assert sup.wait(timeout=30) == 0
+    finally:
+        sup.kill()
+    evs = events(run)
+    exit1 = next(e for e in evs if e["event"] == "exit")
+    start2 = [e for e in evs if e["event"] == "start"][1]
+    (render,) = events(run, "render")
+    assert render["ok"] and render["chunk"] == 50
+    assert start2["time"] - exit1["time"] < 3.0  # the next worker did not wait for the video
+    assert render["time"] > start2["time"] + 1.0  # ...which was still rendering when it started
+    (nice,) = [r["nice"] for r in fake_log(run) if "nice" in r]
+    assert nice >= 10
+    assert (run / "videos" / "chunk_000050.mp4").read_bytes() == b"frame" * 20
+    assert state(run)["state"] == "DONE" and state(run)["render_pid"] is None
+
+
+def test_milestones_while_rendering_keep_only_the_newest_waiting(tmp_path):
+    slow = {"do": "slow", "frames": 15, "frame_s": 0.1}
+    run = make_run(tmp_path, [{"do": "ok"}] * 3, default={"do": "done"},
+                   render={"50": slow, "100": slow, "150": slow},
+                   video={"every_episodes": 50, "timeout_s": 20.0})
+    rc, _ = run_daemon(run)
+    assert rc == 0
+    renders = events(run, "render")
+    assert [(r["chunk"], r["ok"]) for r in renders] == [(50, True), (150, True)]
+    (skip,) = [w for w in events(run, "warning") if w["kind"] == "render_skipped"]
+    assert "chunk 100" in skip["message"] and "go2train video --chunk 100" in skip["message"]
+    starts = events(run, "render_start")
+    assert [s["chunk"] for s in starts] == [50, 150]
+    assert starts[1]["time"] >= renders[0]["time"]  # one render at a time
     assert state(run)["state"] == "DONE"
+
+
+def test_sigterm_mid_render_stops_it_and_leaves_no_partial_video(tmp_path):
+    run = make_run(tmp_path, [{"do": "ok"}, {"do": "long"}],
+                   render={"50": {"do": "slow", "frames": 400, "frame_s": 0.05}},
+                   video={"every_episodes": 0, "timeout_s": 60.0})
+    sup = spawn_daemon(run)
+    try:
+        wait_for(lambda: (run / "logs" / "render.json").exists() and state(run).get("worker_pid"),
+                 what="render and worker running")
+        rpid, wpid = state(run)["render_pid"], state(run)["worker_pid"]
+        assert any(p.name.endswith(".tmp.mp4") for p in (run / "videos").iterdir())
+        os.kill(sup.pid, signal.SIGTERM)
+        assert sup.wait(timeout=10) == 0
+    finally:
+        sup.kill()
+    assert gone(rpid) and gone(wpid)
+    assert sorted(p.name for p in (run / "videos").iterdir()) == []
+    (render,) = events(run, "render")
+    assert not render["ok"] and render["error"].startswith("stopped (SIGTERM)")
+    st = state(run)
+    assert st["state"] == "STOPPED" and st["render_pid"] is None
+    assert not procs_mentioning(run)
+
+
+def test_startup_phases_get_the_startup_timeout(tmp_path):
+    # 1.5 s in start-up phases with a 1 s hang timeout: no hang, since they are start-up phases
+    run = make_run(tmp_path, [{"do": "ok", "phases": [["importing", 0.5], ["compiling_kernels", 1.0]]}],
+                   default={"do": "done"}, sup={"hang_timeout_s": 1.0, "startup_timeout_s": 5.0})
+    rc, _ = run_daemon(run)
+    assert rc == 0
+    assert not events(run, "hang")
+    states = [e["state"] for e in events(run, "state")]
+    assert states[:2] == ["STARTING", "RUNNING"]
 
 
 # ---------------------------------------------------------------------- GPU memory
@@ -264,12 +348,28 @@ def test_gpu_memory_not_returning_to_baseline_is_reported(tmp_path):
     # (2000 stays), worker 3 before/after
     run = make_run(tmp_path, [{"do": "ok"}, {"do": "ok"}], default={"do": "done"},
                    gpu=[1000, 1400, 1000, 1000, 2000])
-    rc, _ = run_daemon(run, env=env_for(run, gpu=True))
+    env = env_for(run, gpu=True)
+    env["GO2TRAIN_RENDER_CMD"] = json.dumps([str(run / "no-renderer")])  # no render beside worker 2
+    rc, _ = run_daemon(run, env=env)
     assert rc == 0
     mem = [(m["gpu_before_mb"], m["gpu_after_mb"], m["gpu_leak"]) for m in events(run, "memory")]
     assert mem == [(1000, 1000, False), (1000, 2000, True), (2000, 2000, False)]
     (warn,) = [w for w in events(run, "warning") if w["kind"] == "gpu_leak"]
     assert "1000 MiB" in warn["message"] and "2000 MiB" in warn["message"]
+    (render,) = events(run, "render")
+    assert not render["ok"] and "cannot start renderer" in render["error"]
+
+
+def test_gpu_memory_is_not_judged_while_a_render_runs(tmp_path):
+    # worker 2 runs beside the chunk-50 render: +1000 MiB at its exit is the render's, not a leak
+    run = make_run(tmp_path, [{"do": "ok"}, {"do": "ok"}], default={"do": "done"},
+                   render={"50": {"do": "slow", "frames": 40, "frame_s": 0.05}},
+                   gpu=[1000, 1000, 1000, 2000, 1000])
+    rc, _ = run_daemon(run, env=env_for(run, gpu=True))
+    assert rc == 0
+    mem = events(run, "memory")
+    assert [(m["gpu_leak"], m.get("render_overlap", False)) for m in mem][:2] == [(False, False), (False, True)]
+    assert not [w for w in events(run, "warning") if w["kind"] == "gpu_leak"]
 
 
 # ---------------------------------------------------------------------- signals

@@ -21,7 +21,7 @@ import pytest
 from rich.console import Console
 
 from go2train import tui
-from go2train.runfiles import RunDir, append_jsonl, atomic_write_json
+from go2train.runfiles import RunDir, append_jsonl, atomic_write_json, read_json
 
 GO2TRAIN = Path(sys.executable).parent / "go2train"
 MB = 2**20
@@ -196,6 +196,30 @@ def test_running(tmp_path):
     assert "RUNNING ← STARTING" not in text and "peak RSS" not in text  # routine: not listed
     assert "memory now" in text and "supervisor " in text and "worker" in text
     assert "needs you" not in text  # nothing to warn about
+
+
+def test_startup_phase_and_render_beside_the_chunk(tmp_path):
+    now = time.time()
+    run = make_run(tmp_path, "running", now)
+    rd = RunDir.at(run)
+    st = read_json(rd.state)
+    st.update(state="STARTING", render_pid=os.getpid(), render_started=now - 62, render_chunk=150)
+    atomic_write_json(rd.state, st)
+    hb = read_json(rd.heartbeat)
+    hb.update(phase="compiling_kernels", phase_started=now - 75, phase_s=73.0, timesteps=0)
+    atomic_write_json(rd.heartbeat, hb)
+    atomic_write_json(rd.render_progress, {"pid": os.getpid(), "chunk": 150, "phase": "rendering",
+                                           "frames_done": 120, "frames_total": 400})
+    text = screen(run, width=170, now=now)
+    assert "phase compiling_kernels 1m15s" in text
+    assert "first run on this machine, cached afterwards" in text
+    assert "video chunk 150 120/400 frames (30%)" in text and "1m02s" in text
+    snap = tui.snapshot(run, now=now)
+    assert snap["render"]["frames_done"] == 120 and snap["progress"]["phase_s"] == 75
+    # a progress file of another render (other pid) is not shown as this one's frames
+    atomic_write_json(rd.render_progress, {"pid": 1, "chunk": 100, "frames_done": 400, "frames_total": 400})
+    text = screen(run, width=170, now=now)
+    assert "video chunk 150 starting" in text and "400/400" not in text
 
 
 def test_backoff(tmp_path):
