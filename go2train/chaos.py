@@ -53,7 +53,9 @@ from typing import Any, Callable
 import psutil
 
 from go2train import checkpoint
-from go2train.runfiles import RunDir, append_jsonl, atomic_write_bytes, atomic_write_json, chunk_name, read_json, read_jsonl
+from go2train.runfiles import (
+    STARTUP_PHASES, RunDir, append_jsonl, atomic_write_bytes, atomic_write_json, chunk_name, read_json, read_jsonl,
+)
 from supervisor.pidlock import probe
 
 # ---------------------------------------------------------------- the campaign's run
@@ -456,7 +458,7 @@ class Campaign:
             if phase == "training":
                 return pid if mine and hb.get("phase") == "training" else None
             if phase == "starting":
-                return pid if not mine or hb.get("phase") == "starting" else None
+                return pid if not mine or hb.get("phase") in STARTUP_PHASES else None
             return pid
 
         return self.wait(ready, timeout, f"a worker ({phase})")

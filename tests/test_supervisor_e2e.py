@@ -23,7 +23,7 @@ import psutil
 import pytest
 from helpers import go2train, procs_mentioning
 
-from go2train.runfiles import read_json, read_jsonl
+from go2train.runfiles import STARTUP_PHASES, read_json, read_jsonl
 
 PY = sys.executable
 
@@ -110,7 +110,7 @@ def test_real_worker_segfault_stop_kill9_resume(tmp_path):
         def chunk4_in_progress():
             hb, st = read_json(run / "logs" / "heartbeat.json") or {}, state()
             return (st.get("supervisor_pid") == sup_pid and hb.get("pid") == st.get("worker_pid")
-                    and hb.get("chunk") == 4 and hb.get("phase") in ("starting", "training"))
+                    and hb.get("chunk") == 4 and hb.get("phase") in STARTUP_PHASES + ("training",))
 
         wait_for(chunk4_in_progress, 300, "chunk 4 in progress")
         orphan = state()["worker_pid"]
