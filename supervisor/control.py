@@ -269,6 +269,8 @@ def stop(run_dir: Path, timeout: float) -> int:
         sup.wait(5.0)
     except psutil.Error:
         pass
+    if isinstance(st, dict) and isinstance(st.get("render_pid"), int):  # no partial video left
+        procs.remove_render_temp_files(rd.videos, st["render_pid"])
     _mark_stopped(rd, pid, timeout)
     print(f"go2train daemon pid {pid} did not stop within {timeout:g} s: killed it and its worker;"
           f" run dir {root}", flush=True)
