@@ -155,3 +155,32 @@ def test_gpu_probe_runs_in_a_child_and_answers_quickly():
     assert procs.probe_gpu_mb(["/bin/echo", "null"]) is None
     assert procs.probe_gpu_mb(["/nonexistent/probe"]) is None
     assert procs.probe_gpu_mb([]) is None
+
+
+# ---------------------------------------------------------------------- status line parts, temp files
+def test_status_line_phase_and_render_text():
+    from supervisor.control import phase_elapsed, render_text
+
+    assert phase_elapsed({"phase_started": 100.0}, now=175.0) == 75.0
+    assert phase_elapsed({"phase_s": 10.0, "time": 100.0}, now=105.0) == 15.0  # older heartbeat format
+    assert phase_elapsed({}, now=1.0) == 0.0
+    st = {"render_pid": 42, "render_chunk": 250, "render_started": 40.0}
+    assert render_text(st, {"pid": 42, "phase": "rendering", "frames_done": 120, "frames_total": 400},
+                       now=100.0) == "render chunk 250 pid 42 120/400 frames 60 s"
+    assert render_text(st, {"pid": 7, "frames_done": 400, "frames_total": 400}, now=100.0) == \
+        "render chunk 250 pid 42 60 s"  # another render's progress file is not this one's
+
+
+def test_remove_render_temp_files_only_the_killed_renders(tmp_path):
+    for name in (".chunk_000050.123.tmp.mp4", ".chunk_000100.999.tmp.mp4", "chunk_000050.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    assert procs.remove_render_temp_files(tmp_path, 123) == [".chunk_000050.123.tmp.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".chunk_000100.999.tmp.mp4", "chunk_000050.mp4"]
+    assert procs.remove_render_temp_files(tmp_path / "missing", 123) == []
+
+
+def test_spawn_nice_lowers_the_childs_priority(tmp_path):
+    proc, _ = procs.spawn([sys.executable, "-c", "import os; print(os.nice(0))"], tmp_path / "log",
+                          tmp_path, "", nice=10)
+    proc.wait(timeout=30)
+    assert int((tmp_path / "log").read_text().split()[-1]) == min(19, os.nice(0) + 10)
