@@ -14,6 +14,12 @@ processes behaves like one long ``learn()``:
   False: the rollout in progress is collected and trained on, then ``learn()`` returns.
   ``on_safe_point`` (if set) is called at the same place, between rollouts, with a consistent
   model; the worker writes resume points there.
+* **Device-resident rollouts** (``[ppo] rollout = "device"``, the default): when the env is a
+  :class:`~go2train.vecenv.Go2VecEnv` (optionally under SB3's ``VecNormalize``), rollouts are
+  collected by :func:`go2train.rollout.collect_rollouts_device` (torch tensors on the device,
+  a :class:`~go2train.rollout.TorchRolloutBuffer`, normalisation in torch, infos only for the
+  robots that finished). ``"numpy"`` is SB3's own loop through the VecEnv, as before. Both feed
+  SB3's unchanged ``PPO.train()``; checkpoints are the same files either way.
 """
 
 from __future__ import annotations
@@ -36,10 +42,13 @@ class ChunkedPPO(PPO):
     lr_min: float = 1e-5
     lr_max: float = 1e-2
     desired_kl: float = 0.01
+    rollout_mode: str = "device"
 
     def __init__(self, *args, **kwargs):
         self._stop_requested = False
         self.on_safe_point: Callable[[], None] | None = None
+        self._device_rollout = None
+        self._numpy_buffer = None
         super().__init__(*args, **kwargs)
 
     # -- schedules
@@ -81,10 +90,28 @@ class ChunkedPPO(PPO):
             self.on_safe_point()
         if self._stop_requested:
             return False
-        return super().collect_rollouts(*args, **kwargs)
+        env, callback, rollout_buffer, n_rollout_steps = _rollout_args(*args, **kwargs)
+        from go2train import rollout
+
+        if self.rollout_mode == "device" and rollout.unwrap(env)[1] is not None:
+            if not isinstance(self.rollout_buffer, rollout.TorchRolloutBuffer):
+                self._numpy_buffer = self.rollout_buffer
+                self.rollout_buffer = rollout.TorchRolloutBuffer(
+                    self.n_steps, self.observation_space, self.action_space, device=self.device,
+                    gamma=self.gamma, gae_lambda=self.gae_lambda, n_envs=self.n_envs)
+            return rollout.collect_rollouts_device(self, env, callback, self.rollout_buffer, n_rollout_steps)
+        if isinstance(self.rollout_buffer, rollout.TorchRolloutBuffer):  # switched back to numpy
+            self.rollout_buffer = self._numpy_buffer
+        self._device_rollout = None  # the numpy path owns the env state now
+        return super().collect_rollouts(env, callback, self.rollout_buffer, n_rollout_steps)
 
     def _excluded_save_params(self) -> list[str]:
-        return super()._excluded_save_params() + ["_stop_requested", "on_safe_point"]
+        return super()._excluded_save_params() + [
+            "_stop_requested", "on_safe_point", "_device_rollout", "_numpy_buffer", "rollout_mode"]
+
+
+def _rollout_args(env, callback, rollout_buffer, n_rollout_steps):
+    return env, callback, rollout_buffer, n_rollout_steps
 
 
 def ppo_kwargs(p: PPOConfig, n_envs: int) -> dict:
@@ -140,3 +167,4 @@ def apply_schedule(model: ChunkedPPO, p: PPOConfig) -> None:
     model.lr_min = p.lr_min
     model.lr_max = p.lr_max
     model.desired_kl = p.desired_kl
+    model.rollout_mode = getattr(p, "rollout", "device")

@@ -60,37 +60,50 @@ class Go2VecEnv(VecEnv):
         res = self.env.step(self._actions)
         obs = self._np(res.obs)
         rewards = self._np(res.reward)
-        done_idx = res.done_idx.tolist()
         dones = np.zeros(self.num_envs, dtype=bool)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        if done_idx:
-            self.invalid_resets += int(res.invalid.sum())
+        if res.done_idx.shape[0]:
+            done_idx, finished = self.finished_infos(res, self._np(res.terminal_obs))
             dones[done_idx] = True
-            term_obs = self._np(res.terminal_obs)
-            ep = res.episodes
-            r, l, dist = ep["r"].tolist(), ep["l"].tolist(), ep["dist"].tolist()
-            truncated = res.truncated[res.done_idx].tolist()
-            cmd = self.env.commands[res.done_idx, 0].tolist()
-            names = list(ep["terms"])
-            terms = torch.stack([ep["terms"][k] for k in names], 1).tolist() if names else [[]] * len(done_idx)
-            t = round(time.time() - self.t_start, 6)
-            dt = self.env.dt
-            for j, i in enumerate(done_idx):
-                infos[i] = {
-                    "terminal_observation": term_obs[j],
-                    "TimeLimit.truncated": bool(truncated[j]),
-                    "episode": {
-                        "r": round(r[j], 6),
-                        "l": int(l[j]),
-                        "t": t,
-                        "dist": dist[j],
-                        "speed": dist[j] / (l[j] * dt),
-                        "fell": not truncated[j],
-                        "cmd_vx": cmd[j],
-                        "terms": dict(zip(names, terms[j])),
-                    },
-                }
+            for i, info in zip(done_idx, finished):
+                infos[i] = info
         return obs, rewards, dones, infos
+
+    def finished_infos(self, res, terminal_obs: np.ndarray | None) -> tuple[list[int], list[dict[str, Any]]]:
+        """(indices, info dicts) of the robots that finished in step result ``res`` (host work only
+        for those robots); counts invalid resets. ``terminal_obs`` (rows of ``res.done_idx``) is
+        added as ``terminal_observation`` unless None (the device rollout path bootstraps on the
+        device and needs no host copy)."""
+        done_idx = res.done_idx.tolist()
+        if not done_idx:
+            return [], []
+        self.invalid_resets += int(res.invalid.sum())
+        ep = res.episodes
+        r, l, dist = ep["r"].tolist(), ep["l"].tolist(), ep["dist"].tolist()
+        truncated = res.truncated[res.done_idx].tolist()
+        cmd = self.env.commands[res.done_idx, 0].tolist()
+        names = list(ep["terms"])
+        terms = torch.stack([ep["terms"][k] for k in names], 1).tolist() if names else [[]] * len(done_idx)
+        t = round(time.time() - self.t_start, 6)
+        dt = self.env.dt
+        out = []
+        for j in range(len(done_idx)):
+            info: dict[str, Any] = {}
+            if terminal_obs is not None:
+                info["terminal_observation"] = terminal_obs[j]
+            info["TimeLimit.truncated"] = bool(truncated[j])
+            info["episode"] = {
+                "r": round(r[j], 6),
+                "l": int(l[j]),
+                "t": t,
+                "dist": dist[j],
+                "speed": dist[j] / (l[j] * dt),
+                "fell": not truncated[j],
+                "cmd_vx": cmd[j],
+                "terms": dict(zip(names, terms[j])),
+            }
+            out.append(info)
+        return done_idx, out
 
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
         seeds = super().seed(seed)
