@@ -1,4 +1,6 @@
-"""`go2train bench`: env-steps/s of raw ``scene.step()``, the VecEnv and SB3 PPO ``learn()``.
+"""`go2train bench`: env-steps/s of raw ``scene.step()``, ``Go2Env.step``, the VecEnv and SB3 PPO
+``learn()`` on both rollout paths (``[ppo] rollout = "numpy"`` and ``"device"``), with the µs per
+env-step of each stage and the Python-overhead share (see :func:`measure`).
 
 Each N is measured in its own fresh process (Genesis initialises once per process), and within
 that process all three figures share one built scene, so their ratios compare like with like.
@@ -16,14 +18,66 @@ import time
 from go2train.config import Config
 
 
-def measure(cfg: Config, n_envs: int, seconds: float) -> dict:
+def _timed(fn):
+    def wrapper(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            wrapper.seconds += time.perf_counter() - t0
+
+    wrapper.seconds = 0.0
+    return wrapper
+
+
+def _ppo(cfg: Config, venv, mode: str, seconds: float, steps_per_s: float) -> dict:
+    """PPO learn() on one rollout path, with collect_rollouts() and train() timed apart."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from go2train.ppo import make_ppo
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.ppo.rollout = mode
+    vn = VecNormalize(venv, norm_obs=cfg.ppo.normalize_obs, norm_reward=cfg.ppo.normalize_reward,
+                      clip_obs=cfg.ppo.clip_obs, gamma=cfg.ppo.gamma)
+    model = make_ppo(cfg.ppo, vn, seed=0)
+    n = venv.num_envs
+    per_iter = cfg.ppo.n_steps * n
+    model.learn(total_timesteps=per_iter)  # warm-up iteration (allocations, first update)
+    iters = max(1, int(seconds * steps_per_s * 0.6 / per_iter))
+    model.collect_rollouts = _timed(model.collect_rollouts)
+    model.train = _timed(model.train)
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=iters * per_iter, reset_num_timesteps=False)
+    wall = time.perf_counter() - t0
+    steps = iters * per_iter
+    return {
+        "steps_per_s": steps / wall,
+        "collect_us": 1e6 * model.collect_rollouts.seconds / steps,
+        "update_us": 1e6 * model.train.seconds / steps,
+        "total_us": 1e6 * wall / steps,
+        "iterations": iters,
+    }
+
+
+def measure(cfg: Config, n_envs: int, seconds: float, paths: tuple[str, ...] = ("numpy", "device")) -> dict:
+    """Env-steps/s and µs per env-step of each stage at ``n_envs`` (one process, one scene).
+
+    * raw: PD targets + ``scene.step()`` only (the simulator);
+    * env: :meth:`Go2Env.step` on torch actions (simulator + state reads, reward terms,
+      termination, auto-reset: everything in torch);
+    * vecenv: the SB3 VecEnv adapter (env + numpy conversion + per-robot info list);
+    * ppo_<path>: ``learn()`` with ``[ppo] rollout = path``: rollout collection (policy forward,
+      env, normalisation, buffer, GAE) and the PPO update timed apart.
+
+    ``python_overhead_share_<path>`` = (collect − raw) / (collect + update) per env-step: the share
+    of learn()'s time spent outside the simulator while collecting.
+    """
     import numpy as np
     import psutil
     import torch
-    from stable_baselines3.common.vec_env import VecNormalize
 
     from go2train.env import Go2Env
-    from go2train.ppo import make_ppo
     from go2train.vecenv import Go2VecEnv
 
     proc_start = psutil.Process().create_time()
@@ -48,6 +102,15 @@ def measure(cfg: Config, n_envs: int, seconds: float) -> dict:
     raw = steps * n_envs / (time.perf_counter() - t0)
     env.reset()
 
+    # env: Go2Env.step on torch actions (no adapter)
+    tacts = torch.as_tensor(rng.uniform(-1, 1, (64, n_envs, 12)).astype(np.float32), device=env.device)
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        env.step(tacts[steps % 64])
+        steps += 1
+    envs = steps * n_envs / (time.perf_counter() - t0)
+    env.reset()
+
     # VecEnv: the full adapter (obs, reward terms, termination, auto-reset, infos)
     acts = rng.uniform(-1, 1, (64, n_envs, 12)).astype(np.float32)
     steps, t0 = 0, time.perf_counter()
@@ -56,28 +119,34 @@ def measure(cfg: Config, n_envs: int, seconds: float) -> dict:
         steps += 1
     vec = steps * n_envs / (time.perf_counter() - t0)
 
-    # PPO learn(): rollouts + updates with the configured hyperparameters
-    vn = VecNormalize(venv, gamma=cfg.ppo.gamma)
-    model = make_ppo(cfg.ppo, vn, seed=0)
-    per_iter = cfg.ppo.n_steps * n_envs
-    model.learn(total_timesteps=per_iter)  # warm-up iteration (allocations, first update)
-    iters = max(1, int(seconds * vec * 0.6 / per_iter))
-    t0 = time.perf_counter()
-    model.learn(total_timesteps=iters * per_iter, reset_num_timesteps=False)
-    ppo = iters * per_iter / (time.perf_counter() - t0)
-    return {
+    out = {
         "n_envs": n_envs,
         "backend": env.backend,
         "startup_s": round(startup_s, 2),
         "build_s": round(build_s, 2),
         "raw_steps_per_s": round(raw),
+        "env_steps_per_s": round(envs),
         "vecenv_steps_per_s": round(vec),
-        "ppo_steps_per_s": round(ppo),
         "vecenv_over_raw": round(vec / raw, 3),
-        "ppo_over_raw": round(ppo / raw, 3),
-        "ppo_iteration_steps": per_iter,
+        "raw_us": round(1e6 / raw, 2),
+        "env_us": round(1e6 / envs, 2),
+        "vecenv_us": round(1e6 / vec, 2),
+        "ppo_iteration_steps": cfg.ppo.n_steps * n_envs,
         "torch_threads": torch.get_num_threads(),
     }
+    for mode in paths:
+        r = _ppo(cfg, venv, mode, seconds, vec)
+        out[f"ppo_{mode}_steps_per_s"] = round(r["steps_per_s"])
+        out[f"ppo_{mode}_over_raw"] = round(r["steps_per_s"] / raw, 3)
+        out[f"collect_{mode}_us"] = round(r["collect_us"], 2)
+        out[f"update_{mode}_us"] = round(r["update_us"], 2)
+        out[f"python_overhead_share_{mode}"] = round((r["collect_us"] - 1e6 / raw) / (r["collect_us"] + r["update_us"]), 3)
+    # the figures of the configured path under the historical names
+    mode = cfg.ppo.rollout if cfg.ppo.rollout in paths else paths[-1]
+    out["ppo_steps_per_s"] = out[f"ppo_{mode}_steps_per_s"]
+    out["ppo_over_raw"] = out[f"ppo_{mode}_over_raw"]
+    out["rollout"] = mode
+    return out
 
 
 def main(cfg: Config, ns: list[int], seconds: float, json_out: bool) -> int:
@@ -96,9 +165,93 @@ def main(cfg: Config, ns: list[int], seconds: float, json_out: bool) -> int:
         results.append(json.loads(line[6:]))
         if not json_out:
             r = results[-1]
-            print(f"N={r['n_envs']:>5}  raw {r['raw_steps_per_s']:>8}/s  vecenv {r['vecenv_steps_per_s']:>8}/s "
-                  f"({r['vecenv_over_raw']:.2f}x)  ppo {r['ppo_steps_per_s']:>8}/s ({r['ppo_over_raw']:.2f}x)  "
-                  f"start-up {r['startup_s']:.1f}s  [{r['backend']}]", flush=True)
+            print(f"N={r['n_envs']:>5}  raw {r['raw_steps_per_s']:>8}/s  env {r['env_steps_per_s']:>8}/s  "
+                  f"vecenv {r['vecenv_steps_per_s']:>8}/s ({r['vecenv_over_raw']:.2f}x)  start-up {r['startup_s']:.1f}s  "
+                  f"[{r['backend']}]", flush=True)
+            print(f"        us/env-step: sim {r['raw_us']:.1f}  env.step {r['env_us']:.1f}  vecenv {r['vecenv_us']:.1f}",
+                  flush=True)
+            for mode in ("numpy", "device"):
+                if f"ppo_{mode}_steps_per_s" in r:
+                    print(f"        ppo[{mode:>6}] {r[f'ppo_{mode}_steps_per_s']:>8}/s ({r[f'ppo_{mode}_over_raw']:.2f}x)  "
+                          f"collect {r[f'collect_{mode}_us']:.1f} + update {r[f'update_{mode}_us']:.1f} us/env-step  "
+                          f"python-overhead share {r[f'python_overhead_share_{mode}']:.1%}", flush=True)
     if json_out:
         print(json.dumps(results, indent=2))
     return 0
+
+
+# ---------------------------------------------------------------- profile (docs/TRAINING_LOG.md, issue 12)
+PROFILE_ROWS = [
+    # (row, [(file suffix, function name)], how): cumulative seconds of the matching functions
+    ("sim: scene.step + PD targets", [("genesis/engine/scene.py", "step"), ("rigid_entity.py", "control_dofs_position")]),
+    ("env: state reads (Genesis getters)", [("go2train/env.py", "_read_state")]),
+    ("env: reward terms + feet", [("go2train/env.py", "_reward_"), ("go2train/env.py", "_update_feet")]),
+    ("env: obs, termination, resets", [("go2train/env.py", "_compute_obs"), ("go2train/env.py", "check_termination"),
+                                      ("go2train/env.py", "reset_idx"), ("go2train/env.py", "_error_envs")]),
+    ("env: Go2Env.step total", [("go2train/env.py", "step")]),
+    ("adapter: numpy conversion", [("go2train/vecenv.py", "_np"), ("go2train/vecenv.py", "step_async")]),
+    ("adapter: info dicts (finished robots)", [("go2train/vecenv.py", "finished_infos")]),
+    ("normalisation: VecNormalize (numpy)", [("vec_normalize.py", "step_wait")]),
+    ("normalisation: DeviceNormalizer (torch)", [("go2train/rollout.py", "step"), ("go2train/rollout.py", "normalize_obs"),
+                                                 ("go2train/rollout.py", "pull"), ("go2train/rollout.py", "push")]),
+    ("policy forward (+ terminal values)", [("stable_baselines3/common/policies.py", "forward"),
+                                            ("stable_baselines3/common/policies.py", "predict_values")]),
+    ("buffer add", [("buffers.py", "add"), ("go2train/rollout.py", "add")]),
+    ("GAE", [("buffers.py", "compute_returns_and_advantage"), ("go2train/rollout.py", "compute_returns_and_advantage")]),
+    ("SB3 info buffer + callback", [("base_class.py", "_update_info_buffer"), ("callbacks.py", "on_step")]),
+    ("rollout collection total", [("on_policy_algorithm.py", "collect_rollouts"), ("go2train/rollout.py", "collect_rollouts_device")]),
+    ("PPO update (train)", [("stable_baselines3/ppo/ppo.py", "train")]),
+]
+
+
+def profile(cfg: Config, n_envs: int, mode: str, iterations: int = 1) -> dict:
+    """cProfile ``iterations`` learn() iterations on rollout path ``mode``; µs per env-step of each
+    row of :data:`PROFILE_ROWS` (cumulative time of the matching functions; nested matches, e.g.
+    VecNormalize.step_wait containing the VecEnv, are reported as measured, not subtracted)."""
+    import cProfile
+    import pstats
+
+    import torch
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from go2train.env import Go2Env
+    from go2train.ppo import make_ppo
+    from go2train.vecenv import Go2VecEnv
+
+    if cfg.ppo.torch_threads:
+        torch.set_num_threads(cfg.ppo.torch_threads)
+    cfg = cfg.model_copy(deep=True)
+    cfg.ppo.rollout = mode
+    env = Go2Env(cfg, n_envs=n_envs)
+    venv = Go2VecEnv(env)
+    vn = VecNormalize(venv, norm_obs=cfg.ppo.normalize_obs, norm_reward=cfg.ppo.normalize_reward,
+                      clip_obs=cfg.ppo.clip_obs, gamma=cfg.ppo.gamma)
+    model = make_ppo(cfg.ppo, vn, seed=0)
+    per_iter = cfg.ppo.n_steps * n_envs
+    model.learn(total_timesteps=per_iter)  # warm-up
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    model.learn(total_timesteps=iterations * per_iter, reset_num_timesteps=False)
+    prof.disable()
+    wall = time.perf_counter() - t0
+    steps = iterations * per_iter
+    stats = pstats.Stats(prof).stats  # {(file, line, func): (cc, nc, tottime, cumtime, callers)}
+    rows = {}
+    for row, pats in PROFILE_ROWS:
+        total = 0.0
+        for (fname, _line, func), (_cc, _nc, _tt, ct, _callers) in stats.items():
+            for suffix, name in pats:
+                if fname.endswith(suffix) and (func == name or (name.endswith("_") and func.startswith(name))):
+                    total += ct
+        rows[row] = round(1e6 * total / steps, 2)
+    return {"n_envs": n_envs, "mode": mode, "steps": steps, "batched_steps": steps // n_envs,
+            "profiled_us_per_env_step": round(1e6 * wall / steps, 2), "rows_us_per_env_step": rows}
+
+
+if __name__ == "__main__":  # python -m go2train.bench --profile N MODE [ITERATIONS]
+    if len(sys.argv) >= 4 and sys.argv[1] == "--profile":
+        from go2train.config import load
+
+        res = profile(load(None, None), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+        print("PROFILE " + json.dumps(res))
