@@ -49,6 +49,7 @@ class RenderJob:
     log_path: Path
     offset: int
     stop_reason: str | None = None  # set when the supervisor stops it (daemon stop, FATAL)
+    stop_sent: float = 0.0  # monotonic time of the SIGTERM
 
 
 @dataclass
@@ -632,6 +633,7 @@ class Supervisor:
         if job is None or job.stop_reason:
             return
         job.stop_reason = reason
+        job.stop_sent = time.monotonic()
         procs.killpg(job.proc.pid, signal.SIGTERM)
         procs.killpg(job.proc.pid, signal.SIGCONT)
 
@@ -643,7 +645,9 @@ class Supervisor:
             return
         self._in_render_poll = True  # this method reaps it
         try:
-            deadline = time.monotonic() + min(self.sc.stop_timeout_s, RENDER_STOP_S)
+            # counted from the SIGTERM, sent together with the worker's: a stop takes at most
+            # max(stop_timeout_s, RENDER_STOP_S), within `daemon stop`'s default wait
+            deadline = job.stop_sent + min(self.sc.stop_timeout_s, RENDER_STOP_S)
             result = procs.reap(job.proc)
             while result is None and time.monotonic() < deadline:
                 self._wait(0.05, interruptible=False)
