@@ -40,6 +40,29 @@ from go2train.config import JOINT_NAMES, Config
 _GS_READY = False
 
 
+_ROBOT_XML: str | None = None
+
+
+def robot_urdf(visual: bool) -> str:
+    """The Go2 URDF for a scene: the asset's path when it renders (``visual``), else the same URDF
+    without its ``<visual>`` elements, as XML content. Parsing the 17 Collada visual meshes (twice)
+    took ~3.5 s of CPU of a worker's ~22 s start-up, and a training scene never draws them; the
+    collision geometry is all primitives, so the physics is the same (bitwise-equal rollouts,
+    docs/CHUNKS.md)."""
+    global _ROBOT_XML
+    if visual:
+        return "urdf/go2/urdf/go2.urdf"
+    if _ROBOT_XML is None:
+        from genesis.utils.misc import get_assets_dir
+
+        root = ET.parse(os.path.join(get_assets_dir(), "urdf/go2/urdf/go2.urdf")).getroot()
+        for link in root.iter("link"):
+            for v in link.findall("visual"):
+                link.remove(v)
+        _ROBOT_XML = ET.tostring(root, encoding="unicode")
+    return _ROBOT_XML
+
+
 def foot_geometry() -> dict[str, Any]:
     """From Genesis's go2.urdf: each ``<leg>_foot`` link's offset in its calf frame (the fixed
     ``<leg>_foot_joint``, which Genesis merges into the calf), its collision sphere centre and radius.
@@ -161,7 +184,7 @@ class Go2Env:
         self.base_init_quat = torch.tensor([1.0, 0.0, 0.0, 0.0], device=self.device)
         self.robot = self.scene.add_entity(
             gs.morphs.URDF(
-                file="urdf/go2/urdf/go2.urdf",
+                file=robot_urdf(visual=bool(camera)),
                 pos=tuple(self.base_init_pos.tolist()),
                 quat=tuple(self.base_init_quat.tolist()),
             )
