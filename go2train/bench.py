@@ -204,10 +204,11 @@ PROFILE_ROWS = [
 ]
 
 
-def profile(cfg: Config, n_envs: int, mode: str, iterations: int = 1) -> dict:
-    """cProfile ``iterations`` learn() iterations on rollout path ``mode``; µs per env-step of each
-    row of :data:`PROFILE_ROWS` (cumulative time of the matching functions; nested matches, e.g.
-    VecNormalize.step_wait containing the VecEnv, are reported as measured, not subtracted)."""
+def profile(cfg: Config, n_envs: int, modes: tuple[str, ...] = ("numpy", "device"), iterations: int = 1) -> list[dict]:
+    """cProfile ``iterations`` learn() iterations on each rollout path of ``modes`` (one scene);
+    µs per env-step of each row of :data:`PROFILE_ROWS` (cumulative time of the matching
+    functions; nested matches, e.g. VecNormalize.step_wait containing the VecEnv, are reported as
+    measured, not subtracted). cProfile inflates Python-heavy rows; compare paths, not absolutes."""
     import cProfile
     import pstats
 
@@ -220,38 +221,44 @@ def profile(cfg: Config, n_envs: int, mode: str, iterations: int = 1) -> dict:
 
     if cfg.ppo.torch_threads:
         torch.set_num_threads(cfg.ppo.torch_threads)
-    cfg = cfg.model_copy(deep=True)
-    cfg.ppo.rollout = mode
     env = Go2Env(cfg, n_envs=n_envs)
     venv = Go2VecEnv(env)
-    vn = VecNormalize(venv, norm_obs=cfg.ppo.normalize_obs, norm_reward=cfg.ppo.normalize_reward,
-                      clip_obs=cfg.ppo.clip_obs, gamma=cfg.ppo.gamma)
-    model = make_ppo(cfg.ppo, vn, seed=0)
-    per_iter = cfg.ppo.n_steps * n_envs
-    model.learn(total_timesteps=per_iter)  # warm-up
-    prof = cProfile.Profile()
-    t0 = time.perf_counter()
-    prof.enable()
-    model.learn(total_timesteps=iterations * per_iter, reset_num_timesteps=False)
-    prof.disable()
-    wall = time.perf_counter() - t0
-    steps = iterations * per_iter
-    stats = pstats.Stats(prof).stats  # {(file, line, func): (cc, nc, tottime, cumtime, callers)}
-    rows = {}
-    for row, pats in PROFILE_ROWS:
-        total = 0.0
-        for (fname, _line, func), (_cc, _nc, _tt, ct, _callers) in stats.items():
-            for suffix, name in pats:
-                if fname.endswith(suffix) and (func == name or (name.endswith("_") and func.startswith(name))):
-                    total += ct
-        rows[row] = round(1e6 * total / steps, 2)
-    return {"n_envs": n_envs, "mode": mode, "steps": steps, "batched_steps": steps // n_envs,
-            "profiled_us_per_env_step": round(1e6 * wall / steps, 2), "rows_us_per_env_step": rows}
+    out = []
+    for mode in modes:
+        c = cfg.model_copy(deep=True)
+        c.ppo.rollout = mode
+        vn = VecNormalize(venv, norm_obs=c.ppo.normalize_obs, norm_reward=c.ppo.normalize_reward,
+                          clip_obs=c.ppo.clip_obs, gamma=c.ppo.gamma)
+        model = make_ppo(c.ppo, vn, seed=0)
+        per_iter = c.ppo.n_steps * n_envs
+        model.learn(total_timesteps=per_iter)  # warm-up
+        prof = cProfile.Profile()
+        t0 = time.perf_counter()
+        prof.enable()
+        model.learn(total_timesteps=iterations * per_iter, reset_num_timesteps=False)
+        prof.disable()
+        wall = time.perf_counter() - t0
+        steps = iterations * per_iter
+        stats = pstats.Stats(prof).stats  # {(file, line, func): (cc, nc, tottime, cumtime, callers)}
+        rows = {}
+        for row, pats in PROFILE_ROWS:
+            total = 0.0
+            for (fname, _line, func), (_cc, _nc, _tt, ct, _callers) in stats.items():
+                for suffix, name in pats:
+                    if fname.endswith(suffix) and (func == name or (name.endswith("_") and func.startswith(name))):
+                        total += ct
+            rows[row] = round(1e6 * total / steps, 2)
+        top = sorted(stats.items(), key=lambda kv: -kv[1][2])[:25]
+        out.append({"n_envs": n_envs, "mode": mode, "steps": steps, "batched_steps": steps // n_envs,
+                    "profiled_us_per_env_step": round(1e6 * wall / steps, 2), "rows_us_per_env_step": rows,
+                    "top_tottime_us": [(f"{k[0].split('site-packages/')[-1]}:{k[1]}:{k[2]}", round(1e6 * v[2] / steps, 3))
+                                       for k, v in top]})
+    return out
 
 
-if __name__ == "__main__":  # python -m go2train.bench --profile N MODE [ITERATIONS]
-    if len(sys.argv) >= 4 and sys.argv[1] == "--profile":
+if __name__ == "__main__":  # python -m go2train.bench --profile N [ITERATIONS]
+    if len(sys.argv) >= 3 and sys.argv[1] == "--profile":
         from go2train.config import load
 
-        res = profile(load(None, None), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+        res = profile(load(None, None), int(sys.argv[2]), iterations=int(sys.argv[3]) if len(sys.argv) > 3 else 1)
         print("PROFILE " + json.dumps(res))
