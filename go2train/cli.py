@@ -168,13 +168,15 @@ def walkbench(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="A fresh run directory (default: a temp dir)."),
     episodes: int = typer.Option(8, "--episodes", min=1, help="Robots (episodes) per chunk evaluation."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    timesteps: int = typer.Option(0, "--timesteps", min=0,
+                                  help="Also stop once a finished chunk reaches this many timesteps (0 = off)."),
 ) -> None:
     """Time-to-walk: train a fresh run for MINUTES with the real daemon, then evaluate every chunk."""
     from go2train import walkbench as wb
 
     if config is not None:
         load_config(config, Path("."))
-    raise typer.Exit(wb.main(config, minutes, run_dir, episodes, json_out))
+    raise typer.Exit(wb.main(config, minutes, run_dir, episodes, json_out, timesteps))
 
 
 @app.command("chaos")

@@ -36,7 +36,17 @@ def walks(r: dict, cmd: float) -> bool:
     )
 
 
-def main(config: Path | None, minutes: float, run_dir: Path | None, episodes: int, json_out: bool) -> int:
+def timesteps_trained(rd: RunDir) -> int:
+    """Timesteps of the newest finished chunk (0 before the first): what a timestep budget counts."""
+    best = 0
+    for path in rd.chunk_logs.glob("chunk_*.json"):
+        rec = read_json(path) or {}
+        best = max(best, int(rec.get("timesteps_total") or 0))
+    return best
+
+
+def main(config: Path | None, minutes: float, run_dir: Path | None, episodes: int, json_out: bool,
+         timesteps: int = 0) -> int:
     from go2train.evaluate import evaluate_many
 
     rd = RunDir.at(run_dir or tempfile.mkdtemp(prefix="go2walk_"))
@@ -47,7 +57,8 @@ def main(config: Path | None, minutes: float, run_dir: Path | None, episodes: in
     if config is not None:
         (rd.root / "go2train.toml").write_text(Path(config).read_text())
     t0 = time.time()
-    print(f"walkbench: training in {rd.root} for {minutes:g} min", file=sys.stderr, flush=True)
+    budget = f"{minutes:g} min" + (f" or {timesteps:,} timesteps" if timesteps else "")
+    print(f"walkbench: training in {rd.root} for {budget}", file=sys.stderr, flush=True)
 
     def _interrupted(signum, _frame):  # SIGTERM/SIGHUP: stop the daemon below, do not orphan it
         raise KeyboardInterrupt(f"signal {signum}")
@@ -59,6 +70,8 @@ def main(config: Path | None, minutes: float, run_dir: Path | None, episodes: in
                            start_new_session=True)
     try:
         while time.time() - t0 < minutes * 60 and sup.poll() is None:
+            if timesteps and timesteps_trained(rd) >= timesteps:
+                break  # the budget is spent: stop the daemon (its running worker saves a resume point)
             time.sleep(2)
     finally:
         if sup.poll() is None:

@@ -58,3 +58,19 @@ def test_sigterm_stops_walkbench_and_its_daemon(tmp_path):
             p.kill()
         for q in procs_mentioning(run):
             q.kill()
+
+
+def test_timestep_budget_counts_the_newest_finished_chunk(tmp_path):
+    """`walkbench --timesteps T` stops once a finished chunk's record reaches T timesteps."""
+    import json
+
+    from go2train.runfiles import RunDir
+    from go2train.walkbench import timesteps_trained
+
+    rd = RunDir.at(tmp_path)
+    rd.make()
+    assert timesteps_trained(rd) == 0
+    for chunk, total in ((1, 1_638_400), (2, 3_276_800)):
+        rd.chunk_metrics(chunk).write_text(json.dumps({"chunk": chunk, "timesteps_total": total}))
+    rd.chunk_logs.joinpath("chunk_000003.json.tmp").write_text("{")  # a half-written temp file is no record
+    assert timesteps_trained(rd) == 3_276_800
