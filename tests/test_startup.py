@@ -54,3 +54,46 @@ def test_rollout_is_bitwise_the_same_without_visual_meshes(monkeypatch):
     assert full.rigid.n_vgeoms > 20 and full.rigid.n_geoms == bare.rigid.n_geoms
     b = rollout(full)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+CHECK_QDFAST = r'''
+import json, sys
+from quadrants.lang import kernel_impl as ki
+orig = ki._inside_class
+from go2train import qdfast
+assert qdfast.install()
+fast = ki._inside_class
+assert fast.__wrapped__ is orig
+seen = {"calls": 0, "mismatch": 0, "classes": 0}
+def both(level_of_class_stackframe):
+    a, b = fast(level_of_class_stackframe + 1), orig(level_of_class_stackframe + 1)
+    seen["calls"] += 1
+    seen["mismatch"] += a != b
+    seen["classes"] += b
+    return b
+ki._inside_class = both
+import genesis
+print(json.dumps(seen))
+'''
+
+
+def test_fast_quadrants_class_check_agrees_with_the_original():
+    """go2train.qdfast's _inside_class gives the original's answer for every kernel Genesis defines."""
+    import json
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", CHECK_QDFAST], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    seen = json.loads(p.stdout.strip().splitlines()[-1])
+    assert seen["calls"] > 500 and seen["classes"] > 50 and seen["mismatch"] == 0, seen
+
+
+def test_qdfast_can_be_turned_off():
+    import subprocess
+    import sys
+
+    code = "from go2train import qdfast; print(qdfast.install())"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "GO2TRAIN_NO_QD_PATCH": "1"})
+    assert p.stdout.strip() == "False", p.stderr
