@@ -71,7 +71,10 @@ def measure(cfg: Config, n_envs: int, seconds: float, paths: tuple[str, ...] = (
       env, normalisation, buffer, GAE) and the PPO update timed apart.
 
     ``python_overhead_share_<path>`` = (collect − raw) / (collect + update) per env-step: the share
-    of learn()'s time spent outside the simulator while collecting.
+    of learn()'s time spent outside the simulator while collecting. ``rollout_overhead_<path>_us``
+    = collect − env: what the rollout path adds to :meth:`Go2Env.step` (policy forward,
+    conversion, normalisation, infos, buffer, GAE). Both stages are timed in separate loops, so on
+    a loaded machine the difference is noisy; ``python -m go2train.bench --profile N`` splits it.
     """
     import numpy as np
     import psutil
@@ -141,6 +144,7 @@ def measure(cfg: Config, n_envs: int, seconds: float, paths: tuple[str, ...] = (
         out[f"collect_{mode}_us"] = round(r["collect_us"], 2)
         out[f"update_{mode}_us"] = round(r["update_us"], 2)
         out[f"python_overhead_share_{mode}"] = round((r["collect_us"] - 1e6 / raw) / (r["collect_us"] + r["update_us"]), 3)
+        out[f"rollout_overhead_{mode}_us"] = round(r["collect_us"] - 1e6 / envs, 2)  # beyond Go2Env.step
     # the figures of the configured path under the historical names
     mode = cfg.ppo.rollout if cfg.ppo.rollout in paths else paths[-1]
     out["ppo_steps_per_s"] = out[f"ppo_{mode}_steps_per_s"]
@@ -174,7 +178,8 @@ def main(cfg: Config, ns: list[int], seconds: float, json_out: bool) -> int:
                 if f"ppo_{mode}_steps_per_s" in r:
                     print(f"        ppo[{mode:>6}] {r[f'ppo_{mode}_steps_per_s']:>8}/s ({r[f'ppo_{mode}_over_raw']:.2f}x)  "
                           f"collect {r[f'collect_{mode}_us']:.1f} + update {r[f'update_{mode}_us']:.1f} us/env-step  "
-                          f"python-overhead share {r[f'python_overhead_share_{mode}']:.1%}", flush=True)
+                          f"python-overhead share {r[f'python_overhead_share_{mode}']:.1%}  "
+                          f"rollout overhead {r[f'rollout_overhead_{mode}_us']:.1f} us", flush=True)
     if json_out:
         print(json.dumps(results, indent=2))
     return 0
