@@ -216,3 +216,18 @@ def test_profile_table_is_valid_and_config_stays_light():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin", "GO2TRAIN_FAKE_GPU": "1"})
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stderr
+
+
+def test_worker_refuses_the_gpu_profile_when_torch_has_no_cuda(tmp_path):
+    """The driver says GPU (stand-in) but torch is a CPU build: exit CONFIG_ERROR, one clear line."""
+    import os
+
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("torch sees CUDA here")
+    env = {**os.environ, "GO2TRAIN_FAKE_GPU": "1"}
+    p = subprocess.run([sys.executable, "-m", "go2train", "train-chunk", "--run-dir", str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "backend auto chose the GPU" in p.stderr and "sees no CUDA" in p.stderr, p.stderr[-2000:]
+    assert not list((tmp_path / "models").glob("*.json"))  # nothing trained, nothing saved
