@@ -274,6 +274,183 @@ def _limit_msaa() -> None:
     pr.glGetIntegerv = no_msaa
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    v = os.environ.get(name)
+    if v is None or not v.strip():
+        return default
+    return v.strip().lower() in ("1", "true", "yes", "on")
+
+
+def aniso_enabled() -> bool:
+    """Anisotropic filtering of the floor texture: llvmpipe's anisotropic sampler (any level above 1)
+    costs ~100 ms of CPU per 1280x720 frame, ~40 % of the frame. Off unless ``GO2TRAIN_VIDEO_ANISO=1``."""
+    return _env_flag("GO2TRAIN_VIDEO_ANISO", False)
+
+
+def decimate_enabled() -> bool:
+    """Simplified Go2 visual meshes (see :func:`_decimated`); ``GO2TRAIN_VIDEO_DECIMATE=0`` draws the originals."""
+    return _env_flag("GO2TRAIN_VIDEO_DECIMATE", True)
+
+
+def _limit_anisotropy() -> None:
+    """Sample textures without anisotropic filtering (this process only).
+
+    Genesis 1.4.5 (``genesis/ext/pyrender/texture.py``) sets every texture to the context's maximum
+    anisotropy (16 in llvmpipe); at the camera's grazing view of the checker floor, llvmpipe's
+    anisotropic path costs more than the rest of the frame's shading. Trilinear mipmapping stays on.
+    With a Genesis that does it differently this does nothing (the video is just slower).
+    """
+    try:
+        from genesis.ext.pyrender import texture as tx
+    except Exception:  # noqa: BLE001
+        return
+    setf = getattr(tx, "glTexParameterf", None)
+    ext = getattr(tx, "texture_filter_anisotropic", None)
+    pname = getattr(ext, "GL_TEXTURE_MAX_ANISOTROPY_EXT", None)
+    if setf is None or pname is None or getattr(setf, "_go2train_no_aniso", False):
+        return
+
+    def no_aniso(target, name, value, *args, **kwargs):
+        return setf(target, name, 1.0 if name == pname else value, *args, **kwargs)
+
+    no_aniso._go2train_no_aniso = True
+    tx.glTexParameterf = no_aniso
+
+
+# Visual meshes above this many faces are simplified for the video; the Go2's 17 Collada meshes hold
+# ~400k triangles (a few pixels' worth each at 1280x720), which cost llvmpipe ~30 ms per frame in
+# vertex work and triangle setup. Keeping 20 % of the faces (~90k) looks the same in the clip.
+DECIMATE_MIN_FACES = 3000
+DECIMATE_KEEP = 0.2
+DECIMATE_CREASE_DEG = 30.0
+_DECIMATED: dict[tuple, Any] = {}
+
+
+def _decimated(mesh: Any) -> Any:
+    """A simplified copy of a trimesh for drawing (quadric decimation), or ``mesh`` itself.
+
+    Only untextured meshes of more than DECIMATE_MIN_FACES faces with one flat colour or one
+    material are simplified (that is every Go2 visual mesh); the floor and anything textured are
+    left alone. Normals are re-split at creases over DECIMATE_CREASE_DEG so hard edges stay hard.
+    Physics never sees these meshes (collision geometry is separate).
+    """
+    import trimesh
+
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) <= DECIMATE_MIN_FACES:
+        return mesh
+    vis = mesh.visual
+    kind = getattr(vis, "kind", None)
+    if kind == "vertex":
+        colors = np.asarray(vis.vertex_colors)
+        if len(colors) == 0 or not (colors == colors[0]).all():
+            return mesh
+        make_visual = lambda n: trimesh.visual.ColorVisuals(vertex_colors=np.tile(colors[0], (n, 1)))  # noqa: E731
+        look: Any = colors[0].tobytes()
+    elif kind == "texture":
+        mat = getattr(vis, "material", None)
+        if mat is None or any(getattr(mat, a, None) is not None for a in (
+                "image", "baseColorTexture", "normalTexture", "emissiveTexture", "occlusionTexture",
+                "metallicRoughnessTexture")):
+            return mesh
+        make_visual = lambda n: trimesh.visual.TextureVisuals(uv=np.zeros((n, 2)), material=mat)  # noqa: E731
+        look = id(mat)
+    elif kind is None:
+        make_visual = None
+        look = None
+    else:
+        return mesh
+    key = (kind, look, len(mesh.vertices), len(mesh.faces), hash(mesh.vertices.tobytes()), hash(mesh.faces.tobytes()))
+    if key not in _DECIMATED:
+        try:
+            import fast_simplification
+
+            merged = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+            merged.merge_vertices(merge_tex=True, merge_norm=True)
+            v, f = fast_simplification.simplify(
+                np.asarray(merged.vertices, np.float64), np.asarray(merged.faces), target_reduction=1.0 - DECIMATE_KEEP,
+                agg=2,
+            )
+            if not 4 <= len(f) <= 0.9 * len(mesh.faces):
+                raise ValueError("nothing to gain")  # the simplifier stopped early (or left nothing)
+            out = trimesh.graph.smooth_shade(
+                trimesh.Trimesh(v, f, process=False), angle=np.radians(DECIMATE_CREASE_DEG)
+            )
+            if make_visual is not None:
+                out.visual = make_visual(len(out.vertices))
+        except Exception:  # noqa: BLE001 - no simplifier, or a mesh it cannot take: draw the original
+            out = mesh
+        _DECIMATED[key] = out
+    return _DECIMATED[key]
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def _shared_mesh_files() -> Iterator[None]:
+    """While the scene is built, each mesh file is parsed once.
+
+    The Go2 URDF names 17 Collada meshes but only 7 files; Genesis's URDF reader
+    (``genesis/ext/urdfpy/urdf.py``) parses a file for every reference (~0.3 s of CPU each). Later
+    references get copies of the first parse.
+    """
+    try:
+        from genesis.ext.urdfpy import urdf as ud
+    except Exception:  # noqa: BLE001
+        yield
+        return
+    load = getattr(ud, "load_meshes", None)
+    if load is None:
+        yield
+        return
+    parsed: dict[tuple, list] = {}
+
+    def load_once(filename, *args, **kwargs):
+        try:
+            st = os.stat(filename)
+            key = (os.path.realpath(filename), st.st_mtime_ns, st.st_size, args, tuple(sorted(kwargs.items())))
+        except (OSError, TypeError):
+            return load(filename, *args, **kwargs)
+        if key not in parsed:
+            parsed[key] = load(filename, *args, **kwargs)
+        meshes = parsed[key]
+        if not isinstance(meshes, list):
+            return meshes
+        return [m.copy(include_cache=True) for m in meshes]
+
+    ud.load_meshes = load_once
+    try:
+        yield
+    finally:
+        ud.load_meshes = load
+
+
+@contextmanager
+def _decimating_visuals() -> Iterator[None]:
+    """While the scene is built, Genesis's rasterizer gets simplified copies of large visual meshes."""
+    try:
+        from genesis.ext.pyrender import mesh as pm
+    except Exception:  # noqa: BLE001
+        yield
+        return
+    original = pm.Mesh.__dict__.get("from_trimesh")
+    if original is None or not isinstance(original, staticmethod):
+        yield
+        return
+    from_trimesh = original.__func__
+
+    def decimating(mesh, *args, **kwargs):
+        return from_trimesh(_decimated(mesh), *args, **kwargs)
+
+    pm.Mesh.from_trimesh = staticmethod(decimating)
+    try:
+        yield
+    finally:
+        pm.Mesh.from_trimesh = original
+
+
 class ChunkRenderer:
     """One robot, one camera; reusable for several checkpoints that share an env config."""
 
@@ -284,6 +461,8 @@ class ChunkRenderer:
 
         if not msaa_enabled():
             _limit_msaa()
+        if not aniso_enabled():
+            _limit_anisotropy()
 
         self.env_key = _env_key(cfg)
         e = cfg.env
@@ -296,7 +475,8 @@ class ChunkRenderer:
             e.backend = "cpu"
         self.cfg = cfg
         self.width, self.height = _even(width), _even(height)
-        self.env = Go2Env(cfg, n_envs=1, camera=(self.width, self.height))
+        with _shared_mesh_files(), _decimating_visuals() if decimate_enabled() else _nothing():
+            self.env = Go2Env(cfg, n_envs=1, camera=(self.width, self.height))
         self.camera = self.env.camera
         self.camera.set_pose(pos=CAM_OFFSET, lookat=(0.0, 0.0, CAM_LOOKAT_Z))
 
@@ -349,8 +529,13 @@ class ChunkRenderer:
         speed_sum = 0.0
         speed_shown = 0.0
         min_height = float("inf")
+        clock = time.perf_counter
+        t_sim = t_render = t_overlay = t_encode = 0.0
+        t_policy = clock() - t0
+        t_loop0 = clock()
         with mp4_writer(out, fps) as writer:
             for i in range(steps):
+                ta = clock()
                 action, _ = model.predict(vn.normalize_obs(obs), deterministic=True)
                 res = env.step(torch.as_tensor(action, dtype=torch.float32, device=env.device))
                 reset = bool(len(res.done_idx))
@@ -366,13 +551,32 @@ class ChunkRenderer:
                 speed_shown += SPEED_SMOOTHING * (speed - speed_shown)
                 obs = res.obs.cpu().numpy()
                 self._follow(env.base_pos[0, :2].cpu().numpy(), snap=reset)
+                tb = clock()
                 frame = np.ascontiguousarray(self.camera.render(rgb=True)[0][..., :3])
+                tc = clock()
                 dist = finished_dist + float(env.forward_distance()[0])
                 draw_label(frame, frame_lines(milestone, (i + 1) * env.dt, speed_shown, cmd, dist, falls))
+                td = clock()
                 writer.append_data(frame)
+                te = clock()
+                t_sim += tb - ta
+                t_render += tc - tb
+                t_overlay += td - tc
+                t_encode += te - td
                 if progress:
                     progress(i + 1, steps)
+            t_frames = clock() - t_loop0
+        t_loop = clock() - t_loop0  # + closing ffmpeg (the encoder's last frames), fsync and rename
         render_s = time.perf_counter() - t0
+        self.last_timing = {
+            "policy_load_s": round(t_policy, 3),
+            "loop_s": round(t_loop, 3),
+            "sim_s": round(t_sim, 3),
+            "render_s": round(t_render, 3),
+            "overlay_s": round(t_overlay, 3),
+            "encode_s": round(t_encode + t_loop - t_frames, 3),
+            "render_ms_per_frame": round(1000 * t_render / steps, 2),
+        }
         sim_s = steps * env.dt
         distance = finished_dist + float(env.forward_distance()[0])
         files = manifest.get("files", {})
@@ -409,6 +613,21 @@ class ChunkRenderer:
         }
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """(this process's CPU seconds, all threads; CPU seconds of its finished children, i.e. ffmpeg)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def _load_avg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def _env_key(cfg: Config) -> str:
     import json
 
@@ -425,22 +644,45 @@ def render_chunk(
     ``renderer`` is reused when its env config and size match (progression videos build one scene).
     """
     t0 = time.perf_counter()
+    cpu0 = _cpu_seconds()
     cfg = video_config_for(manifest, current)
     v = cfg.video
     steps = int(steps or v.steps)
     out = Path(out) if out is not None else rd.video(int(manifest["chunk"]))
+    t_imports = t_build = 0.0
     if renderer is None or renderer.env_key != _env_key(cfg) or (renderer.width, renderer.height) != (
         _even(v.width), _even(v.height)
     ):
+        ti = time.perf_counter()
+        import genesis  # noqa: F401
+        import stable_baselines3  # noqa: F401
         import torch
 
+        from go2train import env, ppo, vecenv  # noqa: F401
+
+        t_imports = time.perf_counter() - ti
         torch.set_num_threads(1)  # a one-robot MLP; leave the cores to the rasterizer and ffmpeg
+        tb = time.perf_counter()
         renderer = ChunkRenderer(cfg, v.width, v.height)
+        t_build = time.perf_counter() - tb
     startup = time.perf_counter() - t0
     meta = renderer.render(rd, manifest, steps, v.fps, out, progress)
     meta["loop_seconds"] = meta.pop("render_seconds")
     meta["startup_seconds"] = round(startup, 3)
     meta["render_seconds"] = round(time.perf_counter() - t0, 3)
+    cpu = _cpu_seconds()
+    meta["timing"] = {
+        "imports_s": round(t_imports, 3),
+        "scene_build_s": round(t_build, 3),
+        **getattr(renderer, "last_timing", {}),
+        "total_s": meta["render_seconds"],
+        "cpu_s": round(cpu[0] - cpu0[0], 3),
+        "ffmpeg_cpu_s": round(cpu[1] - cpu0[1], 3),
+        "load_avg_1m": _load_avg(),
+        "msaa": msaa_enabled(),
+        "aniso": aniso_enabled(),
+        "decimated_meshes": decimate_enabled(),
+    }
     meta["bytes"] = out.stat().st_size
     meta["created"] = time.time()
     atomic_write_json(manifest_path(out), meta)

@@ -126,6 +126,16 @@ def test_video_of_a_real_checkpoint(run_dir, chunk1_video):
         assert np.isfinite(man[key]), key
     assert man["sim_seconds"] == pytest.approx(STEPS * ck["config"]["env"]["dt"])
     assert man["render_seconds"] > 0
+    # Where the time went (docs/VIDEO.md "Render time"): every stage, the loop's parts within the loop.
+    t = man["timing"]
+    stages = ("imports_s", "scene_build_s", "policy_load_s", "loop_s", "sim_s", "render_s", "overlay_s", "encode_s")
+    for key in (*stages, "cpu_s", "ffmpeg_cpu_s", "render_ms_per_frame", "total_s"):
+        assert np.isfinite(t[key]) and t[key] >= 0, key
+    assert t["scene_build_s"] > 0 and t["render_s"] > 0 and t["cpu_s"] > 0
+    assert t["sim_s"] + t["render_s"] + t["overlay_s"] + t["encode_s"] <= t["loop_s"] + 0.01
+    assert t["imports_s"] + t["scene_build_s"] + t["policy_load_s"] + t["loop_s"] <= man["render_seconds"] + 0.01
+    assert t["total_s"] == man["render_seconds"]
+    assert (t["msaa"], t["aniso"], t["decimated_meshes"]) == (False, False, True)
     # Atomic: no temp file is left beside the video.
     assert sorted(f.name for f in rd.videos.iterdir()) == ["chunk_000001.json", "chunk_000001.mp4"]
     # Not a TTY: no progress bar; the summary is the last line on stdout (Genesis logs there too).
@@ -243,3 +253,85 @@ def test_stale_temp_files_are_cleaned(tmp_path):
     other.write_bytes(b"x")
     video.clean_stale_tmp(final)
     assert not dead.exists() and other.exists()
+
+
+# ---------------------------------------------------------------- render-cost cuts (docs/VIDEO.md "Render time")
+def _sphere(colors=None, subdivisions=4):
+    import trimesh
+
+    m = trimesh.creation.icosphere(subdivisions=subdivisions, radius=0.05)  # a Go2 part's size
+    if colors is not None:
+        m.visual = trimesh.visual.ColorVisuals(mesh=m, vertex_colors=colors)
+    return m
+
+
+def test_large_untextured_meshes_are_decimated_for_drawing():
+    import trimesh
+
+    from go2train import video
+
+    video._DECIMATED.clear()
+    grey = np.array([171, 177, 197, 255], np.uint8)
+    m = _sphere(np.tile(grey, (2562, 1)))
+    assert len(m.faces) == 5120 > video.DECIMATE_MIN_FACES
+    d = video._decimated(m)
+    assert d is not m and len(d.faces) <= 0.25 * len(m.faces)
+    assert np.allclose(d.bounds, m.bounds, atol=0.002)  # same shape, fewer triangles
+    assert d.visual.kind == "vertex" and (d.visual.vertex_colors == grey).all()
+    assert video._decimated(m) is d  # the four hips share one simplification
+
+    # One material, no texture image (how the Go2's Collada meshes come): decimated, material kept.
+    mat = trimesh.visual.material.PBRMaterial(baseColorFactor=[171, 177, 197, 255])
+    t = _sphere()
+    t.visual = trimesh.visual.TextureVisuals(uv=np.zeros((len(t.vertices), 2)), material=mat)
+    dt = video._decimated(t)
+    assert len(dt.faces) < len(t.faces) and dt.visual.material is mat
+
+    # Left alone: small meshes, several colours, textured meshes.
+    small = _sphere(np.tile(grey, (642, 1)), subdivisions=3)
+    assert video._decimated(small) is small
+    rng = np.random.default_rng(0)
+    speckled = _sphere(rng.integers(0, 255, (2562, 4), dtype=np.uint8))
+    assert video._decimated(speckled) is speckled
+    from PIL import Image
+
+    tex = _sphere()
+    tex.visual = trimesh.visual.TextureVisuals(
+        uv=np.zeros((len(tex.vertices), 2)),
+        material=trimesh.visual.material.PBRMaterial(baseColorTexture=Image.new("RGB", (4, 4))),
+    )
+    assert video._decimated(tex) is tex
+
+
+@pytest.mark.genesis
+def test_render_patches_are_scoped_and_idempotent(monkeypatch, tmp_path):
+    from genesis.ext.pyrender import mesh as pm
+    from genesis.ext.pyrender import texture as tx
+    from genesis.ext.urdfpy import urdf as ud
+
+    from go2train import video
+
+    # Anisotropic filtering is asked for at level 1; other parameters pass through; wrapping twice is a no-op.
+    calls = []
+    monkeypatch.setattr(tx, "glTexParameterf", lambda target, name, value: calls.append((name, value)))
+    aniso = tx.texture_filter_anisotropic.GL_TEXTURE_MAX_ANISOTROPY_EXT
+    video._limit_anisotropy()
+    wrapped = tx.glTexParameterf
+    video._limit_anisotropy()
+    assert tx.glTexParameterf is wrapped
+    tx.glTexParameterf(0x0DE1, aniso, 16.0)
+    tx.glTexParameterf(0x0DE1, 0x1234, 3.0)
+    assert calls == [(aniso, 1.0), (0x1234, 3.0)]
+
+    # Each mesh file is parsed once while the scene is built; the originals come back afterwards.
+    parsed = []
+    f = tmp_path / "part.dae"
+    f.write_text("x")
+    monkeypatch.setattr(ud, "load_meshes", lambda fn: parsed.append(fn) or [_sphere(subdivisions=1)])
+    plain = ud.load_meshes
+    original = pm.Mesh.__dict__["from_trimesh"]
+    with video._shared_mesh_files(), video._decimating_visuals():
+        a, b = ud.load_meshes(str(f)), ud.load_meshes(str(f))
+        assert pm.Mesh.__dict__["from_trimesh"] is not original
+    assert len(parsed) == 1 and a[0] is not b[0] and np.array_equal(a[0].faces, b[0].faces)
+    assert ud.load_meshes is plain and pm.Mesh.__dict__["from_trimesh"] is original
