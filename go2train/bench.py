@@ -30,34 +30,25 @@ def _timed(fn):
     return wrapper
 
 
-def _ppo(cfg: Config, venv, mode: str, seconds: float, steps_per_s: float) -> dict:
-    """PPO learn() on one rollout path, with collect_rollouts() and train() timed apart."""
+def _ppo_models(cfg: Config, venv, paths: tuple[str, ...]) -> dict:
+    """One model per rollout path on the shared scene, each after a warm-up iteration, with
+    collect_rollouts() and train() timed apart."""
     from stable_baselines3.common.vec_env import VecNormalize
 
     from go2train.ppo import make_ppo
 
-    cfg = cfg.model_copy(deep=True)
-    cfg.ppo.rollout = mode
-    vn = VecNormalize(venv, norm_obs=cfg.ppo.normalize_obs, norm_reward=cfg.ppo.normalize_reward,
-                      clip_obs=cfg.ppo.clip_obs, gamma=cfg.ppo.gamma)
-    model = make_ppo(cfg.ppo, vn, seed=0)
-    n = venv.num_envs
-    per_iter = cfg.ppo.n_steps * n
-    model.learn(total_timesteps=per_iter)  # warm-up iteration (allocations, first update)
-    iters = max(1, int(seconds * steps_per_s * 0.6 / per_iter))
-    model.collect_rollouts = _timed(model.collect_rollouts)
-    model.train = _timed(model.train)
-    t0 = time.perf_counter()
-    model.learn(total_timesteps=iters * per_iter, reset_num_timesteps=False)
-    wall = time.perf_counter() - t0
-    steps = iters * per_iter
-    return {
-        "steps_per_s": steps / wall,
-        "collect_us": 1e6 * model.collect_rollouts.seconds / steps,
-        "update_us": 1e6 * model.train.seconds / steps,
-        "total_us": 1e6 * wall / steps,
-        "iterations": iters,
-    }
+    models = {}
+    for mode in paths:
+        c = cfg.model_copy(deep=True)
+        c.ppo.rollout = mode
+        vn = VecNormalize(venv, norm_obs=c.ppo.normalize_obs, norm_reward=c.ppo.normalize_reward,
+                          clip_obs=c.ppo.clip_obs, gamma=c.ppo.gamma)
+        model = make_ppo(c.ppo, vn, seed=0)
+        model.learn(total_timesteps=c.ppo.n_steps * venv.num_envs)  # warm-up (allocations, first update)
+        model.collect_rollouts = _timed(model.collect_rollouts)
+        model.train = _timed(model.train)
+        models[mode] = model
+    return models
 
 
 def measure(cfg: Config, n_envs: int, seconds: float, paths: tuple[str, ...] = ("numpy", "device")) -> dict:
@@ -70,11 +61,12 @@ def measure(cfg: Config, n_envs: int, seconds: float, paths: tuple[str, ...] = (
     * ppo_<path>: ``learn()`` with ``[ppo] rollout = path``: rollout collection (policy forward,
       env, normalisation, buffer, GAE) and the PPO update timed apart.
 
-    ``python_overhead_share_<path>`` = (collect − raw) / (collect + update) per env-step: the share
-    of learn()'s time spent outside the simulator while collecting. ``rollout_overhead_<path>_us``
-    = collect − env: what the rollout path adds to :meth:`Go2Env.step` (policy forward,
-    conversion, normalisation, infos, buffer, GAE). Both stages are timed in separate loops, so on
-    a loaded machine the difference is noisy; ``python -m go2train.bench --profile N`` splits it.
+    ``python_overhead_share_<path>`` = (collect − sim) / (collect + update) per env-step, where sim
+    is the time spent in PD targets + ``scene.step()`` during that path's own rollouts: the share
+    of learn()'s time spent outside the simulator while collecting. It splits into
+    ``env_extra_<path>_us`` (Go2Env.step beyond the simulator: state reads, rewards, resets) and
+    ``rollout_overhead_<path>_us`` (collect − Go2Env.step: policy forward, numpy conversion,
+    normalisation, infos, buffer, GAE). ``python -m go2train.bench --profile N`` splits it further.
     """
     import numpy as np
     import psutil
@@ -137,14 +129,46 @@ def measure(cfg: Config, n_envs: int, seconds: float, paths: tuple[str, ...] = (
         "ppo_iteration_steps": cfg.ppo.n_steps * n_envs,
         "torch_threads": torch.get_num_threads(),
     }
+    # PPO learn() on each path, interleaved (path A, path B, A, B, ...) so that a machine whose
+    # load changes hurts both alike. Inside learn() the simulator (PD targets + scene.step) and
+    # Go2Env.step are timed too, so the overhead of each path is measured on its own steps.
+    models = _ppo_models(cfg, venv, paths)
+    sim_fns = {"step": env.scene, "control_dofs_position": env.robot}
+    for name, obj in sim_fns.items():
+        setattr(obj, name, _timed(getattr(obj, name)))
+    env.step = _timed(env.step)
+    per_iter = cfg.ppo.n_steps * n_envs
+    reps = max(1, int(seconds * vec * 0.6 / per_iter))
+    acc = {m: {"wall": 0.0, "collect": 0.0, "update": 0.0, "sim": 0.0, "env": 0.0} for m in paths}
+    for _ in range(reps):
+        for mode in paths:
+            model = models[mode]
+            c0, u0 = model.collect_rollouts.seconds, model.train.seconds
+            s0 = env.scene.step.seconds + env.robot.control_dofs_position.seconds
+            e0 = env.step.seconds
+            t0 = time.perf_counter()
+            model.learn(total_timesteps=per_iter, reset_num_timesteps=False)
+            a = acc[mode]
+            a["wall"] += time.perf_counter() - t0
+            a["collect"] += model.collect_rollouts.seconds - c0
+            a["update"] += model.train.seconds - u0
+            a["sim"] += env.scene.step.seconds + env.robot.control_dofs_position.seconds - s0
+            a["env"] += env.step.seconds - e0
+    for name, obj in sim_fns.items():
+        delattr(obj, name)
+    del env.step
+    steps = reps * per_iter
     for mode in paths:
-        r = _ppo(cfg, venv, mode, seconds, vec)
-        out[f"ppo_{mode}_steps_per_s"] = round(r["steps_per_s"])
-        out[f"ppo_{mode}_over_raw"] = round(r["steps_per_s"] / raw, 3)
-        out[f"collect_{mode}_us"] = round(r["collect_us"], 2)
-        out[f"update_{mode}_us"] = round(r["update_us"], 2)
-        out[f"python_overhead_share_{mode}"] = round((r["collect_us"] - 1e6 / raw) / (r["collect_us"] + r["update_us"]), 3)
-        out[f"rollout_overhead_{mode}_us"] = round(r["collect_us"] - 1e6 / envs, 2)  # beyond Go2Env.step
+        us = {k: 1e6 * v / steps for k, v in acc[mode].items()}
+        out[f"ppo_{mode}_steps_per_s"] = round(1e6 / us["wall"])
+        out[f"ppo_{mode}_over_raw"] = round(1e6 / us["wall"] / raw, 3)
+        out[f"collect_{mode}_us"] = round(us["collect"], 2)
+        out[f"update_{mode}_us"] = round(us["update"], 2)
+        out[f"sim_in_collect_{mode}_us"] = round(us["sim"], 2)
+        out[f"env_extra_{mode}_us"] = round(us["env"] - us["sim"], 2)  # Go2Env.step beyond the simulator
+        out[f"rollout_overhead_{mode}_us"] = round(us["collect"] - us["env"], 2)  # beyond Go2Env.step
+        out[f"python_overhead_share_{mode}"] = round((us["collect"] - us["sim"]) / (us["collect"] + us["update"]), 3)
+    out["ppo_iterations_per_path"] = reps
     # the figures of the configured path under the historical names
     mode = cfg.ppo.rollout if cfg.ppo.rollout in paths else paths[-1]
     out["ppo_steps_per_s"] = out[f"ppo_{mode}_steps_per_s"]
@@ -177,9 +201,10 @@ def main(cfg: Config, ns: list[int], seconds: float, json_out: bool) -> int:
             for mode in ("numpy", "device"):
                 if f"ppo_{mode}_steps_per_s" in r:
                     print(f"        ppo[{mode:>6}] {r[f'ppo_{mode}_steps_per_s']:>8}/s ({r[f'ppo_{mode}_over_raw']:.2f}x)  "
-                          f"collect {r[f'collect_{mode}_us']:.1f} + update {r[f'update_{mode}_us']:.1f} us/env-step  "
-                          f"python-overhead share {r[f'python_overhead_share_{mode}']:.1%}  "
-                          f"rollout overhead {r[f'rollout_overhead_{mode}_us']:.1f} us", flush=True)
+                          f"us/env-step: collect {r[f'collect_{mode}_us']:.1f} = sim {r[f'sim_in_collect_{mode}_us']:.1f}"
+                          f" + env {r[f'env_extra_{mode}_us']:.1f} + rollout {r[f'rollout_overhead_{mode}_us']:.1f};"
+                          f" update {r[f'update_{mode}_us']:.1f}  python-overhead share "
+                          f"{r[f'python_overhead_share_{mode}']:.1%}", flush=True)
     if json_out:
         print(json.dumps(results, indent=2))
     return 0
