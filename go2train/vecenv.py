@@ -74,16 +74,23 @@ class Go2VecEnv(VecEnv):
         for those robots); counts invalid resets. ``terminal_obs`` (rows of ``res.done_idx``) is
         added as ``terminal_observation`` unless None (the device rollout path bootstraps on the
         device and needs no host copy)."""
-        done_idx = res.done_idx.tolist()
-        if not done_idx:
+        k = int(res.done_idx.shape[0])
+        if not k:
             return [], []
-        self.invalid_resets += int(res.invalid.sum())
+        # one device-to-host copy for everything (each .tolist() is a sync on the GPU); the
+        # float32 columns hold indices, lengths and flags exactly (all < 2**24)
         ep = res.episodes
-        r, l, dist = ep["r"].tolist(), ep["l"].tolist(), ep["dist"].tolist()
-        truncated = res.truncated[res.done_idx].tolist()
-        cmd = self.env.commands[res.done_idx, 0].tolist()
         names = list(ep["terms"])
-        terms = torch.stack([ep["terms"][k] for k in names], 1).tolist() if names else [[]] * len(done_idx)
+        cols = [res.done_idx.float(), ep["r"].float(), ep["l"].float(), ep["dist"].float(),
+                res.truncated[res.done_idx].float(), res.invalid[res.done_idx].float(),
+                self.env.commands[res.done_idx, 0].float(), *[ep["terms"][n].float() for n in names]]
+        rows = torch.stack(cols, 1).tolist()
+        done_idx = [int(row[0]) for row in rows]
+        r, l, dist = [row[1] for row in rows], [int(row[2]) for row in rows], [row[3] for row in rows]
+        truncated = [row[4] > 0.5 for row in rows]
+        self.invalid_resets += int(sum(row[5] for row in rows))
+        cmd = [row[6] for row in rows]
+        terms = [row[7:] for row in rows]
         t = round(time.time() - self.t_start, 6)
         dt = self.env.dt
         out = []
