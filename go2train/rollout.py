@@ -58,7 +58,7 @@ class TorchRunningMeanStd:
     def update(self, x: torch.Tensor) -> None:
         # np.mean/np.var of SB3's float32 input are float32 moments; float64 from here on
         batch_mean = x.mean(0).double()
-        batch_var = x.var(0, unbiased=False).double()
+        batch_var = x.var(0, correction=0).double()
         n = x.shape[0]
         delta = batch_mean - self.mean
         tot = self.count + n
