@@ -124,9 +124,24 @@ def spawn(cmd: list[str], log_path: Path, cwd: Path, header: str, env: dict[str,
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(cwd),
             env=env, start_new_session=True, close_fds=True,
-            preexec_fn=(lambda: os.nice(nice)) if nice else None,  # single-threaded caller
+            preexec_fn=(lambda: _lower_priority(nice)) if nice else None,  # single-threaded caller
         )
     return proc, offset
+
+
+def _lower_priority(nice: int) -> None:
+    """In the child, after its setsid: add ``nice`` to its niceness and to its session's autogroup.
+
+    With Linux's scheduler autogroups (on by default on most distributions), CPU time is shared
+    between sessions first and niceness only counts within a session, so a niced child in a session
+    of its own would still get as much CPU as the worker. Its autogroup's nice value (settable
+    without privileges when raised) makes the lower priority hold between sessions too."""
+    os.nice(nice)
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(nice))
+    except OSError:  # no autogroups (kernel option off, not Linux): plain niceness is what counts
+        pass
 
 
 def reap(proc: subprocess.Popen) -> tuple[int, float] | None:

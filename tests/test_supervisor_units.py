@@ -184,3 +184,16 @@ def test_spawn_nice_lowers_the_childs_priority(tmp_path):
                           tmp_path, "", nice=10)
     proc.wait(timeout=30)
     assert int((tmp_path / "log").read_text().split()[-1]) == min(19, os.nice(0) + 10)
+
+
+def test_spawn_nice_also_lowers_the_childs_session_autogroup(tmp_path):
+    """Autogroups share CPU between sessions before niceness counts: the child's own session
+    (start_new_session) gets the same lower priority."""
+    if not os.path.exists("/proc/self/autogroup"):
+        pytest.skip("no scheduler autogroups on this kernel")
+    proc, _ = procs.spawn([sys.executable, "-c", "print(open('/proc/self/autogroup').read())"],
+                          tmp_path / "log", tmp_path, "", nice=10)
+    proc.wait(timeout=30)
+    line = (tmp_path / "log").read_text().strip().splitlines()[-1]  # "/autogroup-123 nice 10"
+    assert line.startswith("/autogroup-") and line.endswith(" nice 10"), line
+    assert line.split()[0] != open("/proc/self/autogroup").read().split()[0]  # its own session
