@@ -30,21 +30,24 @@ def _timed(fn):
     return wrapper
 
 
+def _warm_model(cfg: Config, venv, mode: str):
+    """A fresh model on rollout path ``mode`` over the shared scene, after one warm-up iteration
+    (allocations, first update)."""
+    from go2train.ppo import make_ppo, normalize
+
+    c = cfg.model_copy(deep=True)
+    c.ppo.rollout = mode
+    model = make_ppo(c.ppo, normalize(c.ppo, venv), seed=0)
+    model.learn(total_timesteps=c.ppo.n_steps * venv.num_envs)
+    return model
+
+
 def _ppo_models(cfg: Config, venv, paths: tuple[str, ...]) -> dict:
-    """One model per rollout path on the shared scene, each after a warm-up iteration, with
-    collect_rollouts() and train() timed apart."""
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    from go2train.ppo import make_ppo
-
+    """One warmed-up model per rollout path on the shared scene, with collect_rollouts() and
+    train() timed apart."""
     models = {}
     for mode in paths:
-        c = cfg.model_copy(deep=True)
-        c.ppo.rollout = mode
-        vn = VecNormalize(venv, norm_obs=c.ppo.normalize_obs, norm_reward=c.ppo.normalize_reward,
-                          clip_obs=c.ppo.clip_obs, gamma=c.ppo.gamma)
-        model = make_ppo(c.ppo, vn, seed=0)
-        model.learn(total_timesteps=c.ppo.n_steps * venv.num_envs)  # warm-up (allocations, first update)
+        model = _warm_model(cfg, venv, mode)
         model.collect_rollouts = _timed(model.collect_rollouts)
         model.train = _timed(model.train)
         models[mode] = model
@@ -243,10 +246,8 @@ def profile(cfg: Config, n_envs: int, modes: tuple[str, ...] = ("numpy", "device
     import pstats
 
     import torch
-    from stable_baselines3.common.vec_env import VecNormalize
 
     from go2train.env import Go2Env
-    from go2train.ppo import make_ppo
     from go2train.vecenv import Go2VecEnv
 
     if cfg.ppo.torch_threads:
@@ -254,14 +255,9 @@ def profile(cfg: Config, n_envs: int, modes: tuple[str, ...] = ("numpy", "device
     env = Go2Env(cfg, n_envs=n_envs)
     venv = Go2VecEnv(env)
     out = []
+    per_iter = cfg.ppo.n_steps * n_envs
     for mode in modes:
-        c = cfg.model_copy(deep=True)
-        c.ppo.rollout = mode
-        vn = VecNormalize(venv, norm_obs=c.ppo.normalize_obs, norm_reward=c.ppo.normalize_reward,
-                          clip_obs=c.ppo.clip_obs, gamma=c.ppo.gamma)
-        model = make_ppo(c.ppo, vn, seed=0)
-        per_iter = c.ppo.n_steps * n_envs
-        model.learn(total_timesteps=per_iter)  # warm-up
+        model = _warm_model(cfg, venv, mode)
         prof = cProfile.Profile()
         t0 = time.perf_counter()
         prof.enable()

@@ -137,6 +137,14 @@ def resolve_device(p: PPOConfig) -> str:
     return p.device
 
 
+def normalize(p: PPOConfig, venv):
+    """A fresh SB3 ``VecNormalize`` over ``venv`` with the ``[ppo]`` normalisation settings."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    return VecNormalize(venv, norm_obs=p.normalize_obs, norm_reward=p.normalize_reward, clip_obs=p.clip_obs,
+                        gamma=p.gamma)
+
+
 def make_ppo(p: PPOConfig, venv, tensorboard_log: str | None = None, seed: int | None = None) -> ChunkedPPO:
     """A fresh ChunkedPPO from the ``[ppo]`` section."""
     policy_kwargs = dict(

@@ -394,10 +394,9 @@ class Worker:
 
         from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.monitor import ResultsWriter
-        from stable_baselines3.common.vec_env import VecNormalize
 
         from go2train.env import Go2Env, init_genesis, release_genesis
-        from go2train.ppo import make_ppo, resolve_device
+        from go2train.ppo import make_ppo, normalize, resolve_device
         from go2train.vecenv import Go2VecEnv
 
         self.backend = init_genesis(self._backend(), seed=cfg.env.seed)
@@ -438,8 +437,7 @@ class Worker:
             return exitcodes.RUN_COMPLETE
         if src is None:
             log.info("no checkpoint: fresh start")
-            vn = VecNormalize(venv, norm_obs=cfg.ppo.normalize_obs, norm_reward=cfg.ppo.normalize_reward,
-                              clip_obs=cfg.ppo.clip_obs, gamma=cfg.ppo.gamma)
+            vn = normalize(cfg.ppo, venv)
             model = make_ppo(cfg.ppo, vn, tensorboard_log=str(rd.tensorboard), seed=cfg.ppo.seed)
         else:
             self.episodes = int(src["episodes_total"])

@@ -12,7 +12,6 @@ milestone. Three worker start-ups and two render start-ups (~2-4 min on 2 CPU co
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
