@@ -196,4 +196,7 @@ def test_spawn_nice_also_lowers_the_childs_session_autogroup(tmp_path):
     proc.wait(timeout=30)
     line = (tmp_path / "log").read_text().strip().splitlines()[-1]  # "/autogroup-123 nice 10"
     assert line.startswith("/autogroup-") and line.endswith(" nice 10"), line
-    assert line.split()[0] != open("/proc/self/autogroup").read().split()[0]  # its own session
+    # Its own session: not the test's autogroup. The kernel prints nothing for a task whose group
+    # is a cgroup's rather than an autogroup (CI runs the suite so), and then any autogroup differs.
+    ours = open("/proc/self/autogroup").read().split()
+    assert not ours or line.split()[0] != ours[0]
