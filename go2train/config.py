@@ -322,6 +322,9 @@ class PPOConfig(_Section):
     net_arch: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 128])
     activation: Literal["elu", "relu", "tanh"] = "elu"
     log_std_init: float = 0.0
+    # SB3's orthogonal initialisation (output layer gain 0.01: the fresh policy outputs ~0, i.e.
+    # stands in the default pose). False = PyTorch's default init, as rsl_rl does.
+    ortho_init: bool = True
     normalize_obs: bool = True
     normalize_reward: bool = True
     clip_obs: float = Field(10.0, gt=0)

@@ -151,6 +151,7 @@ def make_ppo(p: PPOConfig, venv, tensorboard_log: str | None = None, seed: int |
         net_arch=dict(pi=list(p.net_arch), vf=list(p.net_arch)),
         activation_fn=ACTIVATIONS[p.activation],
         log_std_init=p.log_std_init,
+        ortho_init=p.ortho_init,
     )
     model = ChunkedPPO(
         "MlpPolicy",
