@@ -351,7 +351,7 @@ class VideoConfig(_Section):
     height: int = Field(720, ge=16, le=4320)
     fps: int = Field(30, ge=1, le=240)
     steps: int = Field(400, ge=1)
-    every_episodes: int = Field(250, ge=0)  # 0 = no milestone videos
+    every_episodes: int = Field(250, ge=0)  # 0 = only the first chunk's video (docs/SUPERVISOR.md)
     timeout_s: float = Field(900.0, gt=0)
 
 
