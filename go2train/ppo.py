@@ -82,6 +82,14 @@ class ChunkedPPO(PPO):
                     self.lr_current = min(self.lr_max, self.lr_current * 1.5)
 
     # -- stopping
+    def _setup_learn(self, *args, **kwargs):
+        if self.tensorboard_log is None and not self._custom_logger:
+            # SB3 would otherwise configure a logger whose folder is a new /tmp/SB3-<date> per learn()
+            from stable_baselines3.common.logger import Logger
+
+            self.set_logger(Logger(folder=None, output_formats=[]))
+        return super()._setup_learn(*args, **kwargs)
+
     def request_stop(self) -> None:
         self._stop_requested = True
 
