@@ -200,6 +200,9 @@ class _Section(BaseModel):
 class EnvConfig(_Section):
     n_envs: int = Field(256, ge=1, le=65536)
     episode_steps: int = Field(400, ge=2)
+    # Training only: at the start of every chunk each robot's episode clock starts at a random step
+    # in [0, episode_steps) (rsl_rl's init_at_random_ep_len), so time-outs are not in lockstep.
+    random_episode_start: bool = False
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     dt: float = Field(0.02, gt=0, le=0.1)
     substeps: int = Field(2, ge=1, le=32)

@@ -346,6 +346,14 @@ class Go2Env:
         self.reset_idx(torch.arange(self.n_envs, device=self.device))
         return self._compute_obs().clone()
 
+    def randomize_episode_lengths(self) -> torch.Tensor:
+        """Start every robot's episode clock at a random step in [0, episode_steps) (rsl_rl's
+        ``init_at_random_ep_len``), so that time-outs, command resamples and gait clocks are not in
+        lockstep across robots; returns the observation. Training only: eval and video start at 0."""
+        self.episode_length[:] = torch.randint(0, self.cfg.env.episode_steps, (self.n_envs,), generator=self.gen,
+                                               device=self.device)
+        return self._compute_obs().clone()
+
     # ------------------------------------------------------------------ step
     def _error_envs(self) -> torch.Tensor:
         try:

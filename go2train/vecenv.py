@@ -30,8 +30,9 @@ from go2train.env import Go2Env
 class Go2VecEnv(VecEnv):
     render_mode = None
 
-    def __init__(self, env: Go2Env, t_start: float | None = None):
+    def __init__(self, env: Go2Env, t_start: float | None = None, random_start: bool = False):
         self.env = env
+        self.random_start = random_start  # reset() desynchronises the robots' episode clocks
         obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(env.num_obs,), dtype=np.float32)
         act_space = gym.spaces.Box(-1.0, 1.0, shape=(env.num_actions,), dtype=np.float32)
         super().__init__(env.n_envs, obs_space, act_space)
@@ -51,7 +52,10 @@ class Go2VecEnv(VecEnv):
             torch.manual_seed(seed)
         self._reset_seeds()
         self._reset_options()
-        return self._np(self.env.reset())
+        obs = self.env.reset()
+        if self.random_start:
+            obs = self.env.randomize_episode_lengths()
+        return self._np(obs)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = torch.as_tensor(actions, dtype=torch.float32, device=self.env.device)

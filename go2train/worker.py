@@ -407,7 +407,7 @@ class Worker:
             torch.set_num_threads(cfg.ppo.torch_threads)
         self.set_phase("building_scene")
         env = self._build_env(Go2Env)
-        venv = Go2VecEnv(env)
+        venv = Go2VecEnv(env, random_start=cfg.env.random_episode_start)
         self.set_phase("loading_checkpoint")
 
         # Resume: newest valid chunk, then a newer resume point of the chunk after it.
