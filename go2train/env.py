@@ -239,6 +239,7 @@ class Go2Env:
         self.dof_vel = torch.zeros_like(self.actions)
         self.default_dof_pos = torch.tensor(e.default_dof_pos(), device=dev, dtype=f)
         self.episode_length = torch.zeros((n,), device=dev, dtype=torch.int64)
+        self.episode_offset = torch.zeros_like(self.episode_length)  # random start (steps not lived)
         self.episode_return = torch.zeros((n,), device=dev, dtype=f)
         self.episode_terms = {k: torch.zeros((n,), device=dev, dtype=f) for k in self.reward_weights}
         self.start_xy = torch.zeros((n, 2), device=dev, dtype=f)
@@ -334,6 +335,7 @@ class Go2Env:
         self.actions[idx] = 0.0
         self.last_actions[idx] = 0.0
         self.episode_length[idx] = 0
+        self.episode_offset[idx] = 0
         self.episode_return[idx] = 0.0
         for v in self.episode_terms.values():
             v[idx] = 0.0
@@ -352,6 +354,7 @@ class Go2Env:
         lockstep across robots; returns the observation. Training only: eval and video start at 0."""
         self.episode_length[:] = torch.randint(0, self.cfg.env.episode_steps, (self.n_envs,), generator=self.gen,
                                                device=self.device)
+        self.episode_offset[:] = self.episode_length  # episode statistics count the steps lived
         return self._compute_obs().clone()
 
     # ------------------------------------------------------------------ step
@@ -405,7 +408,7 @@ class Go2Env:
         if len(done_idx):
             episodes = {
                 "r": self.episode_return[done_idx].clone(),
-                "l": self.episode_length[done_idx].clone(),
+                "l": self.episode_length[done_idx] - self.episode_offset[done_idx],
                 "dist": self.forward_distance()[done_idx],
                 "terms": {k: v[done_idx].clone() for k, v in self.episode_terms.items()},
             }
