@@ -81,7 +81,8 @@ class DeviceNormalizer:
         vn = self.vn
         if vn is None:
             return
-        self.obs_rms = TorchRunningMeanStd.from_sb3(vn.obs_rms, self.device)
+        # SB3 has no obs_rms when norm_obs is off
+        self.obs_rms = TorchRunningMeanStd.from_sb3(vn.obs_rms, self.device) if vn.norm_obs else None
         self.ret_rms = TorchRunningMeanStd.from_sb3(vn.ret_rms, self.device)
         ret = getattr(vn, "returns", None)
         if ret is None or np.shape(ret) != (self.n_envs,):
@@ -93,7 +94,8 @@ class DeviceNormalizer:
         vn = self.vn
         if vn is None:
             return
-        self.obs_rms.to_sb3(vn.obs_rms)
+        if self.obs_rms is not None:
+            self.obs_rms.to_sb3(vn.obs_rms)
         self.ret_rms.to_sb3(vn.ret_rms)
         vn.returns = self.returns.cpu().numpy()
 

@@ -78,7 +78,7 @@ def _np(x) -> np.ndarray:
     return x.copy()
 
 
-def train(scene, mode: str, iterations: int = 2):
+def train(scene, mode: str, iterations: int = 2, norm_obs: bool = True, norm_reward: bool = True):
     import torch
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -86,7 +86,8 @@ def train(scene, mode: str, iterations: int = 2):
 
     cfg, env, venv = scene
     cfg.ppo.rollout = mode
-    vn = VecNormalize(venv, gamma=cfg.ppo.gamma, clip_obs=cfg.ppo.clip_obs)
+    vn = VecNormalize(venv, gamma=cfg.ppo.gamma, clip_obs=cfg.ppo.clip_obs, norm_obs=norm_obs,
+                      norm_reward=norm_reward)
     np.random.seed(0)
     torch.manual_seed(0)
     model = make_ppo(cfg.ppo, vn, seed=0)
@@ -134,6 +135,19 @@ def test_device_path_matches_numpy_path(scene):
     assert m_np.num_timesteps == m_dev.num_timesteps
     assert isinstance(m_dev._last_obs, np.ndarray) and m_dev._last_obs.dtype == np.float32
     np.testing.assert_allclose(m_dev._last_obs, m_np._last_obs, rtol=2e-4, atol=2e-5)
+
+
+def test_device_path_without_normalisation_matches_numpy_path(scene):
+    """``[ppo] normalize_obs = normalize_reward = false``: SB3's VecNormalize then has no obs_rms."""
+    m_np, vn_np, rec_np = train(scene, "numpy", iterations=1, norm_obs=False, norm_reward=False)
+    m_dev, vn_dev, rec_dev = train(scene, "device", iterations=1, norm_obs=False, norm_reward=False)
+    assert not hasattr(vn_dev, "obs_rms")
+    (b1,), (b2,) = rec_np.buffers, rec_dev.buffers
+    for k in b1:
+        np.testing.assert_allclose(b2[k], b1[k], rtol=2e-4, atol=2e-5, err_msg=k)
+    raw = b1["observations"]
+    assert np.abs(raw).max() > 10.0 or not np.allclose(raw.mean((0, 1)), 0.0, atol=0.1)  # raw, not normalised
+    np.testing.assert_allclose(vn_dev.returns, vn_np.returns, rtol=1e-4, atol=1e-5)
 
 
 def test_save_load_continue(scene, tmp_path):
