@@ -201,25 +201,9 @@ def describe(cfg: Config, manifest: dict[str, Any], norm: dict[str, Any], action
 
 
 # ---------------------------------------------------------------- the exported network
-def _writable(d: Path) -> str | None:
-    """None when a file can be created in directory ``d`` (probed: a temp file made and removed,
-    so a read-only mount or /proc is caught as well as permission bits); else the reason."""
-    import tempfile
-
-    if not os.access(d, os.W_OK | os.X_OK):
-        return "not writable"
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".go2train-export-probe.", dir=d)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        return f"not writable ({exc.strerror or exc})"
-    return None
-
-
 def _checked_dir(out: Path) -> Path:
-    """``out`` absolute, or ExportError when it cannot become a writable directory (nothing is left
-    behind: the folders are made when the files are written)."""
+    """``out`` absolute, or ExportError when it cannot become a writable directory. Nothing is
+    created here (folders are made when the files are written; :func:`_write_all`)."""
     out = out.absolute()
     p = out
     while not p.exists() and not p.is_symlink() and p.parent != p:
@@ -228,10 +212,33 @@ def _checked_dir(out: Path) -> Path:
         raise ExportError(f"--out {out} exists and is not a directory")
     if not p.is_dir():
         raise ExportError(f"--out {out}: {p} is not a directory")
-    why = _writable(p)
-    if why:
-        raise ExportError(f"--out {out}: {p} is {why}" if p != out else f"--out {out} is {why}")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ExportError(f"--out {out} is not writable" if p == out else f"--out {out}: {p} is not writable")
     return out
+
+
+def _write_all(dest: Path, files: list[tuple[str, bytes]]) -> None:
+    """Write ``files`` into ``dest`` in order, each atomically. On an OSError (a read-only file
+    system, /proc, a full disk) the files and folders this call made are removed and ExportError
+    names ``dest``."""
+    made, p = [], dest
+    while not p.exists() and p.parent != p:
+        made.append(p)
+        p = p.parent
+    written: list[Path] = []
+    try:
+        for name, data in files:
+            atomic_write_bytes(dest / name, data)
+            written.append(dest / name)
+    except OSError as exc:
+        for f in written:
+            f.unlink(missing_ok=True)
+        for d in made:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        raise ExportError(f"--out {dest} cannot be written: {exc.strerror or exc}") from None
 
 
 def build_module(model, vn, cfg: Config):
@@ -360,12 +367,8 @@ def export(run_dir: str | Path, chunk: int | str = "latest", out: str | Path | N
     doc = describe(cfg, manifest, norm, bounds, net)
     doc["files"] = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
                     for name, data in (("policy.onnx", onnx_bytes), ("policy.pt", ts_bytes))}
-    try:
-        atomic_write_bytes(dest / "policy.onnx", onnx_bytes)
-        atomic_write_bytes(dest / "policy.pt", ts_bytes)
-        atomic_write_bytes(dest / "policy.json", (json.dumps(doc, indent=2) + "\n").encode())
-    except OSError as exc:
-        raise ExportError(f"--out {dest} cannot be written: {exc.strerror or exc}") from None
+    _write_all(dest, [("policy.onnx", onnx_bytes), ("policy.pt", ts_bytes),
+                      ("policy.json", (json.dumps(doc, indent=2) + "\n").encode())])  # policy.json last
     return {**doc, "out": str(dest), "seconds": time.perf_counter() - t0}
 
 

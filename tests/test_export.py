@@ -285,3 +285,23 @@ def test_cli_bad_input_one_line_nothing_written(ckpt, tmp_path, case):
     assert p.stdout == ""
     assert _tree(d) == before
     assert not (tmp_path / "nope").exists()
+
+
+def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    """A write that fails midway (full disk, read-only mount) removes what this export made."""
+    from go2train import export as ex
+
+    calls = []
+
+    def flaky(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+
+    monkeypatch.setattr(ex, "atomic_write_bytes", flaky)
+    dest = tmp_path / "a" / "b"
+    with pytest.raises(ex.ExportError, match="cannot be written: No space left on device"):
+        ex._write_all(dest, [("policy.onnx", b"1"), ("policy.pt", b"2"), ("policy.json", b"3")])
+    assert list(tmp_path.iterdir()) == []
