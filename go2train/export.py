@@ -22,9 +22,10 @@ and JSON. Export itself loads the checkpoint's SB3 zip and VecNormalize pickle f
 directory's ``models/`` (verified against their manifest first), like eval does.
 
 Bad input (unknown chunk, missing run dir, an ``--out`` that cannot be written) is one line naming
-the value at fault, exit 2, and nothing is written: the networks are built and checked in memory
-before the first file is written; each file is written atomically (temp file, fsync, rename).
-See docs/EXPORT.md.
+the value at fault, exit 2, and nothing is written: the networks are built in memory and checked
+against SB3's deterministic policy (``policy.json`` ``check``) before the first file is written;
+each file is written atomically (temp file, fsync, rename), and a write that fails removes what
+the export made. See docs/EXPORT.md.
 """
 
 from __future__ import annotations
@@ -254,7 +255,8 @@ def build_module(model, vn, cfg: Config):
     high = float(min(np.min(model.action_space.high), cfg.env.clip_actions))
     if not (np.all(model.action_space.low == model.action_space.low.flat[0])
             and np.all(model.action_space.high == model.action_space.high.flat[0])):
-        raise ExportError("the policy's action space bounds differ per joint; export expects one bound")
+        raise ExportError("the policy's action space bounds differ per joint; export expects one bound",
+                          exitcodes.FAILURE)
     normalize = bool(vn.norm_obs)
     mean = np.asarray(vn.obs_rms.mean, dtype=np.float64)
     var = np.asarray(vn.obs_rms.var, dtype=np.float64)
@@ -310,23 +312,27 @@ def to_bytes(module, n_obs: int) -> tuple[bytes, bytes]:
     return onnx_bytes, buf.getvalue()
 
 
-def check_bytes(module, onnx_bytes: bytes, ts_bytes: bytes, n_obs: int, tol: float = 1e-5) -> dict[str, float]:
-    """Run both serialisations on random raw observations against ``module``; ExportError when they
-    disagree by more than ``tol``. Returns the max abs differences."""
+def check_against_sb3(model, vn, onnx_bytes: bytes, ts_bytes: bytes, n_obs: int, tol: float = 1e-5) -> dict[str, Any]:
+    """Run both serialisations on raw observations (around the VecNormalize statistics, some beyond
+    ``clip_obs``) against SB3's deterministic policy, ``model.predict(vn.normalize_obs(obs))``;
+    ExportError when either differs by more than ``tol``. Returns the max abs differences."""
     import numpy as np
     import onnxruntime as ort
     import torch
 
-    x = np.random.default_rng(0).normal(0.0, 2.0, size=(64, n_obs)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    std = np.sqrt(np.asarray(vn.obs_rms.var) + vn.epsilon)
+    x = np.concatenate([vn.obs_rms.mean + std * rng.normal(0.0, 3.0, (96, n_obs)),
+                        rng.normal(0.0, 2.0, (32, n_obs))]).astype(np.float32)
+    want, _ = model.predict(vn.normalize_obs(x), deterministic=True)
     with torch.no_grad():
-        ref = module(torch.from_numpy(x)).numpy()
         ts = torch.jit.load(io.BytesIO(ts_bytes))(torch.from_numpy(x)).numpy()
-    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    onx = sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-    diffs = {"onnx": float(np.abs(onx - ref).max()), "torchscript": float(np.abs(ts - ref).max())}
+    onx = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    diffs = {"onnx": float(np.abs(onx - want).max()), "torchscript": float(np.abs(ts - want).max())}
     if not all(d <= tol for d in diffs.values()):
-        raise ExportError(f"exported networks disagree with the policy: max abs diff {diffs}", exitcodes.FAILURE)
-    return diffs
+        raise ExportError(f"exported networks disagree with the SB3 policy: max abs diff {diffs}", exitcodes.FAILURE)
+    return {"observations": len(x), "tolerance": tol, "max_abs_diff": diffs,
+            "reference": "SB3 model.predict(VecNormalize.normalize_obs(obs), deterministic=True)"}
 
 
 # ---------------------------------------------------------------- the command
@@ -363,8 +369,9 @@ def export(run_dir: str | Path, chunk: int | str = "latest", out: str | Path | N
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         raise ExportError(f"export of {manifest.get('name')} failed: {type(exc).__name__}: {exc}",
                           exitcodes.FAILURE) from None
-    check_bytes(module, onnx_bytes, ts_bytes, n_obs)
+    check = check_against_sb3(model, vn, onnx_bytes, ts_bytes, n_obs)
     doc = describe(cfg, manifest, norm, bounds, net)
+    doc["check"] = check
     doc["files"] = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
                     for name, data in (("policy.onnx", onnx_bytes), ("policy.pt", ts_bytes))}
     _write_all(dest, [("policy.onnx", onnx_bytes), ("policy.pt", ts_bytes),

@@ -206,6 +206,7 @@ def test_policy_json_describes_the_export(ckpt, exported):
     assert (c["dt_s"], c["substeps"], c["action_latency"]) == (cfg.env.dt, cfg.env.substeps, cfg.env.action_latency)
     assert doc["gait_clock"]["period_steps"] == cfg.env.gait_period_steps
     assert (doc["output"]["low"], doc["output"]["high"]) == (-1.0, 1.0)
+    assert doc["check"]["observations"] >= 100 and max(doc["check"]["max_abs_diff"].values()) <= TOL
     from go2train import __version__
 
     assert doc["go2train_version"] == __version__
@@ -234,6 +235,36 @@ def test_loading_an_export_runs_no_pickle(exported, monkeypatch):
     ort.InferenceSession(str(out / "policy.onnx"), providers=["CPUExecutionProvider"])
     torch.jit.load(str(out / "policy.pt"))
     json.loads((out / "policy.json").read_text())
+
+
+def test_closed_loop_from_policy_json_alone(env, ckpt, exported):
+    """docs/EXPORT.md's loop on the real scene: observations built from the robot's state with
+    policy.json only (gravity from the base quaternion by the documented formula, the gait phase
+    from the step count) equal the env's own, and the ONNX actions equal SB3's on them."""
+    import onnxruntime as ort
+
+    _, model, vn, _ = ckpt
+    out, _ = exported
+    spec = json.loads((out / "policy.json").read_text())
+    layout, period = spec["observation"]["layout"], max(1, spec["gait_clock"]["period_steps"])
+    sess = ort.InferenceSession(str(out / "policy.onnx"), providers=["CPUExecutionProvider"])
+    obs_env = env.reset().cpu().numpy()
+    last = np.zeros((N, 12), np.float32)
+    for _ in range(12):
+        w, u = env.base_quat[:, :1].numpy().astype(np.float64), env.base_quat[:, 1:].numpy().astype(np.float64)
+        v = np.array([0.0, 0.0, -1.0])
+        gravity_b = v * (2 * w * w - 1) - 2 * w * np.cross(u, v) + 2 * u * (u @ v)[:, None]
+        phase = 2 * np.pi * (env.episode_length.numpy() % period) / period
+        quantity = {"base_ang_vel": env.base_ang_vel.numpy(), "projected_gravity": gravity_b,
+                    "commands": env.commands.numpy(), "dof_pos": env.dof_pos.numpy(), "dof_vel": env.dof_vel.numpy(),
+                    "last_action": last, "gait_clock": np.stack([np.sin(phase), np.cos(phase)], 1)}
+        obs = np.concatenate([(quantity[p["name"]] - p["offset"]) * np.array(p["scale"]) for p in layout], 1)
+        assert np.abs(obs - obs_env).max() < 1e-5
+        action = sess.run(["action"], {"obs": obs.astype(np.float32)})[0]
+        assert np.abs(action - _sb3(model, vn, obs_env)).max() <= TOL
+        res = env.step(torch.from_numpy(action))
+        obs_env, last = res.obs.cpu().numpy(), action.copy()
+        last[res.done_idx.numpy()] = 0.0  # a robot that finished starts a new episode
 
 
 # ---------------------------------------------------------------- the command line
