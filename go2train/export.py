@@ -87,8 +87,8 @@ def obs_layout(cfg: Config) -> list[dict[str, Any]]:
     ]
     if e.gait_period_steps > 0:
         parts.append(("gait_clock", ["sin", "cos"], [1.0, 1.0], [0.0, 0.0], "1",
-                      "sin and cos of the gait phase 2*pi*(k mod gait_period_steps)/gait_period_steps, "
-                      "k = control steps since the episode start"))
+                      ("sin and cos of the gait phase 2*pi*(k mod gait_period_steps)/gait_period_steps, "
+                       "k = control steps since the episode start")))
     out, start = [], 0
     for name, comps, scale, offset, unit, desc in parts:
         out.append({"name": name, "start": start, "stop": start + len(comps), "size": len(comps),
@@ -123,7 +123,7 @@ def _urdf_joint_limits() -> dict[str, Any] | None:
 
     try:
         spec = importlib.util.find_spec("genesis")
-        base = list(spec.submodule_search_locations or [])[0]  # type: ignore[union-attr]
+        base = next(iter(spec.submodule_search_locations or []))  # type: ignore[union-attr]
         root = ET.parse(os.path.join(base, "assets", "urdf", "go2", "urdf", "go2.urdf")).getroot()
     except Exception:  # noqa: BLE001 - limits are informative; the export does not depend on them
         return None
@@ -132,8 +132,8 @@ def _urdf_joint_limits() -> dict[str, Any] | None:
         lim = root.find(f"joint[@name='{name}']/limit")
         if lim is None:
             return None
-        for k in out:
-            out[k].append(float(lim.get(k, "nan")))
+        for k, values in out.items():
+            values.append(float(lim.get(k, "nan")))
     return {"lower_rad": out["lower"], "upper_rad": out["upper"], "effort_nm": out["effort"],
             "velocity_rad_s": out["velocity"], "source": "genesis assets urdf/go2/urdf/go2.urdf"}
 
