@@ -271,6 +271,23 @@ def video_cmd(
     raise typer.Exit(code)
 
 
+@app.command("export")
+def export_cmd(
+    chunk: str = typer.Option("latest", "--chunk", help="Chunk milestone (an integer) or 'latest'."),
+    run_dir: Path = RunDirOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/exports/chunk_NNNNNN/)."),
+) -> None:
+    """Export a checkpoint's policy: policy.onnx, TorchScript policy.pt, policy.json (docs/EXPORT.md)."""
+    from go2train import export as ex
+
+    run_dir = check_run_dir(run_dir)
+    try:
+        code = ex.main(run_dir, chunk, out)
+    except ex.ExportError as exc:
+        fail(str(exc), exc.code)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     try:
         app()

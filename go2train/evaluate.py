@@ -349,18 +349,27 @@ def _run_pass(env, cfg: Config, steps: int, cmd_vx: float, act=None) -> dict[str
 
 
 # ---------------------------------------------------------------- loading the policy
-def _load_policy(rd: RunDir, manifest: dict[str, Any], cfg: Config, env):
-    """SB3 model + VecNormalize (eval mode) exactly as the worker loads them; returns act(obs)."""
-    import torch
+def load_checkpoint(rd: RunDir, manifest: dict[str, Any], cfg: Config, venv=None):
+    """(SB3 model on the CPU, VecNormalize in eval mode with ``cfg``'s ``[ppo]`` normalisation) of a
+    verified checkpoint. ``venv`` is attached to the VecNormalize; None: statistics only, no env
+    (`go2train export`). EvalError (one line) when a file does not load."""
+    import pickle
+
     from stable_baselines3.common.vec_env import VecNormalize
 
     from go2train.ppo import ChunkedPPO
-    from go2train.vecenv import Go2VecEnv
 
     name = manifest.get("name", "?")
     p = cfg.ppo
     try:
-        vn = VecNormalize.load(str(checkpoint.model_path(rd, manifest, "vecnorm")), Go2VecEnv(env))
+        vn_path = str(checkpoint.model_path(rd, manifest, "vecnorm"))
+        if venv is None:  # VecNormalize.load without set_venv (it needs an env)
+            with open(vn_path, "rb") as f:
+                vn = pickle.load(f)
+            if not isinstance(vn, VecNormalize):
+                raise TypeError(f"holds a {type(vn).__name__}, not a VecNormalize")
+        else:
+            vn = VecNormalize.load(vn_path, venv)
         vn.training = False
         vn.norm_reward = False
         vn.norm_obs, vn.clip_obs, vn.gamma = p.normalize_obs, p.clip_obs, p.gamma
@@ -371,6 +380,17 @@ def _load_policy(rd: RunDir, manifest: dict[str, Any], cfg: Config, env):
         )
     except Exception as exc:  # noqa: BLE001 - a checkpoint that does not load is damaged
         raise EvalError(f"checkpoint {name} does not load: {type(exc).__name__}: {exc}") from None
+    return model, vn
+
+
+def _load_policy(rd: RunDir, manifest: dict[str, Any], cfg: Config, env):
+    """SB3 model + VecNormalize (eval mode) exactly as the worker loads them; returns act(obs)."""
+    import torch
+
+    from go2train.vecenv import Go2VecEnv
+
+    name = manifest.get("name", "?")
+    model, vn = load_checkpoint(rd, manifest, cfg, Go2VecEnv(env))
     if model.observation_space.shape != (env.num_obs,):
         raise EvalError(
             f"checkpoint {name}: policy expects {model.observation_space.shape[0]} observations, "

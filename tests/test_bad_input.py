@@ -116,7 +116,8 @@ def test_bad_config_matrix(tmp_path, case):
 
 # ---------------------------------------------------------------------- run directory
 @pytest.mark.parametrize("cmd", [["config", "show"], ["daemon", "run"], ["daemon", "stop"], ["daemon", "status"],
-                                 ["status", "--once"], ["video", "--chunk", "1"], ["eval", "--chunk", "1"]])
+                                 ["status", "--once"], ["video", "--chunk", "1"], ["eval", "--chunk", "1"],
+                                 ["export", "--chunk", "1"]])
 def test_missing_run_directory(tmp_path, cmd):
     missing = tmp_path / "no" / "such" / "run"
     p = go2train(*cmd, "--run-dir", str(missing))
@@ -161,8 +162,8 @@ def test_unwritable_run_directory(unwritable_run, cmd):
     assert snapshot(unwritable_run) == before
 
 
-# ---------------------------------------------------------------------- video / eval of bad chunks
-@pytest.mark.parametrize("cmd", ["video", "eval"])
+# ---------------------------------------------------------------------- video / eval / export of bad chunks
+@pytest.mark.parametrize("cmd", ["video", "eval", "export"])
 @pytest.mark.parametrize("chunk", ["7", "seven", "3.5", "-20"])
 def test_bad_chunk_writes_nothing(tmp_path, cmd, chunk):
     rd = RunDir.at(tmp_path / "run")
@@ -174,6 +175,16 @@ def test_bad_chunk_writes_nothing(tmp_path, cmd, chunk):
     else:
         needle = repr(chunk) if cmd == "video" else "integer"
     assert_refused(p, needle)
+    assert p.stdout == ""
+    assert snapshot(rd.root) == before
+
+
+def test_export_of_a_checkpoint_that_does_not_load_writes_nothing(tmp_path):
+    rd = RunDir.at(tmp_path / "run")
+    fake_checkpoint(rd, 1)  # its files match their sha256 but hold no model
+    before = snapshot(rd.root)
+    p = go2train("export", "--chunk", "1", "--run-dir", str(rd.root))
+    assert_refused(p, "checkpoint chunk_000001 does not load", code=1)
     assert p.stdout == ""
     assert snapshot(rd.root) == before
 

@@ -15,7 +15,7 @@ def test_version_prints_the_package_version():
 def test_help_lists_user_commands_but_not_the_internal_worker():
     r = run("--help", env=clean_env(COLUMNS="200"))
     assert r.returncode == 0, r.stderr
-    for cmd in ("daemon", "status", "eval", "video", "bench", "config"):
+    for cmd in ("daemon", "status", "eval", "video", "export", "bench", "config"):
         assert cmd in r.stdout
     assert "train-chunk" not in r.stdout  # run by the supervisor only
     r = run("train-chunk", "--help", env=clean_env())  # still callable
