@@ -258,8 +258,7 @@ def build_module(model, vn, cfg: Config):
         raise ExportError("the policy's action space bounds differ per joint; export expects one bound",
                           exitcodes.FAILURE)
     normalize = bool(vn.norm_obs)
-    mean = np.asarray(vn.obs_rms.mean, dtype=np.float64)
-    var = np.asarray(vn.obs_rms.var, dtype=np.float64)
+    mean, var = _obs_stats(vn, model.observation_space.shape[0])
     eps, clip_obs = float(vn.epsilon), float(vn.clip_obs)
     norm = {"baked_in": True, "enabled": normalize,
             "formula": "clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs), in float64" if normalize
@@ -284,6 +283,16 @@ def build_module(model, vn, cfg: Config):
            else None, "hidden": [m.out_features for m in policy.mlp_extractor.policy_net
                                  if isinstance(m, torch.nn.Linear)], "onnx_opset": OPSET}
     return ExportedPolicy().eval(), norm, (low, high), net
+
+
+def _obs_stats(vn, n_obs: int):
+    """(mean, var) float64 of the VecNormalize's observation statistics; (0, 1) when
+    ``normalize_obs = false`` (SB3 keeps no ``obs_rms`` then)."""
+    import numpy as np
+
+    if not vn.norm_obs or getattr(vn, "obs_rms", None) is None:
+        return np.zeros(n_obs), np.ones(n_obs)
+    return np.asarray(vn.obs_rms.mean, dtype=np.float64), np.asarray(vn.obs_rms.var, dtype=np.float64)
 
 
 @contextlib.contextmanager
@@ -321,8 +330,9 @@ def check_against_sb3(model, vn, onnx_bytes: bytes, ts_bytes: bytes, n_obs: int,
     import torch
 
     rng = np.random.default_rng(0)
-    std = np.sqrt(np.asarray(vn.obs_rms.var) + vn.epsilon)
-    x = np.concatenate([vn.obs_rms.mean + std * rng.normal(0.0, 3.0, (96, n_obs)),
+    mean, var = _obs_stats(vn, n_obs)
+    std = np.sqrt(var + vn.epsilon)
+    x = np.concatenate([mean + std * rng.normal(0.0, 3.0, (96, n_obs)),
                         rng.normal(0.0, 2.0, (32, n_obs))]).astype(np.float32)
     want, _ = model.predict(vn.normalize_obs(x), deterministic=True)
     with torch.no_grad():

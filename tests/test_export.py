@@ -336,3 +336,38 @@ def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(ex.ExportError, match="cannot be written: No space left on device"):
         ex._write_all(dest, [("policy.onnx", b"1"), ("policy.pt", b"2"), ("policy.json", b"3")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_without_obs_normalisation(env, tmp_path):
+    """``[ppo] normalize_obs = false``: SB3's VecNormalize keeps no ``obs_rms``; the export is the bare
+    policy (mean 0, std 1, no clip) and still equals SB3's."""
+    import copy
+
+    import onnxruntime as ort
+
+    from go2train.export import export
+    from go2train.ppo import make_ppo, normalize
+    from go2train.vecenv import Go2VecEnv
+    from go2train.worker import _write_with
+
+    cfg = copy.deepcopy(env.cfg)
+    cfg.ppo.normalize_obs = False
+    vn = normalize(cfg.ppo, Go2VecEnv(env))
+    assert not hasattr(vn, "obs_rms")
+    model = make_ppo(cfg.ppo, vn, seed=0)
+    rd = RunDir.at(tmp_path)
+    rd.make()
+    checkpoint.save(
+        rd, chunk_name(CHUNK),
+        {"model": lambda p: _write_with(p, model.save), "vecnorm": lambda p: vn.save(str(p))},
+        {"kind": "chunk", "chunk": CHUNK, "timesteps": 0, "episodes_total": 0,
+         "config": cfg.to_dict(), "run": {"t_start": 0.0, "run_name": "go2train"}},
+    )
+    res = export(tmp_path, "latest")
+    out = Path(res["out"])
+    meta = json.loads((out / "policy.json").read_text())
+    assert meta["observation"]["normalization"]["enabled"] is False
+    x = np.random.default_rng(2).normal(0.0, 3.0, (200, env.num_obs)).astype(np.float32)
+    want, _ = model.predict(x, deterministic=True)
+    got = ort.InferenceSession(str(out / "policy.onnx"), providers=["CPUExecutionProvider"]).run(["action"], {"obs": x})[0]
+    assert np.abs(got - want).max() <= TOL
