@@ -109,7 +109,7 @@ def _check_config(manifest: dict[str, Any]) -> Config:
     if not isinstance(manifest.get("config"), dict):
         raise EvalError(f"checkpoint {name} is damaged: its manifest stores no config")
     try:
-        return from_dict(manifest["config"], f"{name}.json config")
+        return from_dict(manifest["config"], f"{name}.json config", stored=True)
     except ConfigError as exc:
         raise EvalError(f"checkpoint {name}: stored config does not load: {exc}") from None
 
@@ -196,6 +196,7 @@ def _scene_key(cfg: Config) -> str:
     env = cfg.env.model_dump(mode="json")
     for k in _RUNTIME_ENV_KEYS:
         env.pop(k, None)
+    env["_batched"] = [cfg.domain_rand.batched_dofs(), cfg.domain_rand.batched_links()]  # fixed at build
     return json.dumps(env, sort_keys=True)
 
 
@@ -422,7 +423,8 @@ def evaluate(
     policy = _run_pass(env, _eval_config(cfg.to_dict(), episodes), steps, cmd, act)
 
     bkey = json.dumps([_scene_key(cfg), cfg.reward.model_dump(mode="json"),
-                       cfg.termination.model_dump(mode="json"), steps, cmd], sort_keys=True)
+                       cfg.termination.model_dump(mode="json"), cfg.domain_rand.model_dump(mode="json"), steps, cmd],
+                      sort_keys=True)
     baseline = _BASELINES.get(bkey)
     if baseline is None:
         baseline = _run_pass(env, _eval_config(cfg.to_dict(), episodes), steps, cmd, None)
