@@ -336,3 +336,33 @@ def test_everything_off_reproduces_the_rollout_from_before_randomisation(plain):
         plain.cfg.env.episode_steps = saved
         _use(plain, DomainRandConfig.off(1))
 
+
+def test_swing_clearance_is_the_median_of_each_swings_peak(plain):
+    """eval's ``swing_clearance_m``: every robot lifts its FR foot once (a swing of ~20 steps) and
+    puts it down; the figure is the median over those swings of each one's highest clearance."""
+    from go2train.evaluate import _run_pass
+
+    cfg = plain.cfg.model_copy(deep=True)
+    cfg.domain_rand = DomainRandConfig.off(1)
+    cfg.termination.max_roll_deg = cfg.termination.max_pitch_deg = 60.0  # three legs tilt the base: keep going
+    peaks = torch.zeros(N)
+    t = [0]
+
+    def act(obs):
+        if t[0] >= 25:  # landed from the spawn height (not a swing)
+            peaks.copy_(torch.maximum(peaks, plain.foot_clearance()[:, 0]))
+        a = torch.zeros(N, 12)
+        if 30 <= t[0] < 50:
+            a[:, 1], a[:, 2] = 2.0, 3.0  # FR thigh forward/up, calf folded
+        t[0] += 1
+        return a
+
+    try:
+        figs = _run_pass(plain, cfg, 90, 0.5, act)
+    finally:
+        _use(plain, DomainRandConfig.off(1))
+    assert figs["survival"] == 1.0
+    assert (peaks > 0.03).all(), peaks  # every robot made one real swing
+    assert figs["swing_clearance_m"] == pytest.approx(float(peaks.median()), abs=0.01)
+    assert figs["swing_clearance_m"] > figs["foot_clearance_swing_m"] + 0.005  # the peak, not the mean
+    assert figs["swing_clearance_m"] <= figs["foot_clearance_max_m"] + 1e-6
