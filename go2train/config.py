@@ -276,6 +276,11 @@ class DomainRandConfig(_Section):
     joint_damping_range: list[float] = _range([0.0, 1.0])
     joint_friction_range: list[float] = _range([0.0, 0.3])
     armature_range: list[float] = _range([0.01, 0.1])
+    # Base mass, CoM and armature: each Genesis write re-solves the inverse weights of every robot
+    # (~20 ms at N = 256 on the CPU however few robots reset), so the robots a step's auto-reset
+    # restarts get theirs together every slow_redraw_steps steps (until then: the previous draw).
+    # 1 = at each reset.
+    slow_redraw_steps: int = Field(50, ge=1, le=100_000)
     # Observation noise: uniform +-(level x obs_noise) added to the raw quantity before its obs scale
     # (legged_gym's noise_scales). obs_noise = 0 switches it off.
     obs_noise: float = Field(1.0, ge=0, le=10)

@@ -267,6 +267,9 @@ class Go2Env:
         self.pushed = torch.zeros((n,), device=dev, dtype=torch.bool)  # pushed at the last step
         self.friction = torch.ones((n, 1), device=dev, dtype=f)  # contact friction drawn at the last reset
         self.noise_levels = self._noise_levels()
+        self.slow_every = self.cfg.domain_rand.slow_redraw_steps if self.batched_dofs or self.batched_links else 1
+        self.slow_pending = torch.zeros((n,), device=dev, dtype=torch.bool)  # reset, slow items not yet redrawn
+        self.step_count = 0
 
     def seed(self, seed: int) -> None:
         self.gen.manual_seed(int(seed))
@@ -331,11 +334,16 @@ class Go2Env:
         self.commands[:, 0] = vx
 
     # ------------------------------------------------------------------ reset
-    def reset_idx(self, idx: torch.Tensor) -> None:
+    def reset_idx(self, idx: torch.Tensor, defer_slow: bool = False) -> None:
+        """Restart robots ``idx``. ``defer_slow`` (the step's auto-reset): their base mass, CoM and
+        armature are redrawn with the other pending robots' at the next ``slow_redraw_steps`` boundary."""
         if len(idx) == 0:
             return
         self._rand_friction(idx)
-        self._rand_base_mass(idx)
+        if defer_slow and self.slow_every > 1:
+            self.slow_pending[idx] = True
+        else:
+            self._rand_slow(idx)
         self._rand_motors(idx)
         self._rand_joints(idx)
         self._rand_latency(idx)
@@ -382,11 +390,13 @@ class Go2Env:
     def step(self, actions: torch.Tensor) -> StepResult:
         e = self.cfg.env
         self.actions[:] = torch.clip(actions, -e.clip_actions, e.clip_actions)
+        self._redraw_pending_slow()
         exec_actions = self._delayed_actions()
         self.robot.control_dofs_position(exec_actions * e.action_scale + self.default_dof_pos, self.motor_dofs)
         self._push_robots()
         self.scene.step()
         self.episode_length += 1
+        self.step_count += 1
         self._read_state()
 
         # Invalid solver state (Genesis error envs) or NaNs: reset, count, never leak to the learner.
@@ -430,7 +440,7 @@ class Go2Env:
             }
         self.last_actions[:] = self.actions
         if len(done_idx):
-            self.reset_idx(done_idx)
+            self.reset_idx(done_idx, defer_slow=True)
             obs = self._compute_obs()
         return StepResult(obs, self.rew_buf, terminated, truncated, done_idx, terminal_obs, invalid, episodes)
 
@@ -558,19 +568,41 @@ class Go2Env:
                                         envs_idx=idx)
 
     def _rand_joints(self, idx: torch.Tensor) -> None:
-        """Joint damping, friction loss and armature per robot and joint (absolute values)."""
+        """Joint damping and friction loss per robot and joint (absolute values)."""
         if not self.batched_dofs:
             return
         dr, shape = self.cfg.domain_rand, (len(idx), 12)
         for item, key, name, setter in (
             ("damping", "joint_damping_range", "damping", self.robot.set_dofs_damping),
             ("joint_friction", "joint_friction_range", "frictionloss", self.robot.set_dofs_frictionloss),
-            ("armature", "armature_range", "armature", self.robot.set_dofs_armature),
         ):
             if dr.active(item):
                 setter(self._uniform(getattr(dr, key), shape), self.motor_dofs, envs_idx=idx)
             else:
                 setter(self.nominal[name].expand(shape), self.motor_dofs, envs_idx=idx)
+
+    def _rand_armature(self, idx: torch.Tensor) -> None:
+        """Joint armature per robot and joint (absolute values)."""
+        if not self.batched_dofs:
+            return
+        dr, shape = self.cfg.domain_rand, (len(idx), 12)
+        v = self._uniform(dr.armature_range, shape) if dr.active("armature") else self.nominal["armature"].expand(shape)
+        self.robot.set_dofs_armature(v, self.motor_dofs, envs_idx=idx)
+
+    def _rand_slow(self, idx: torch.Tensor) -> None:
+        """The items whose Genesis write re-solves the inverse weights of every robot (~20 ms a call at
+        N = 256 on the CPU, however few robots): base mass and CoM, armature."""
+        self._rand_base_mass(idx)
+        self._rand_armature(idx)
+
+    def _redraw_pending_slow(self) -> None:
+        """Every ``slow_redraw_steps`` steps, one write for every robot that reset since the last one."""
+        if self.slow_every <= 1 or self.step_count % self.slow_every:
+            return
+        idx = self.slow_pending.nonzero().flatten()
+        if len(idx):
+            self._rand_slow(idx)
+            self.slow_pending[idx] = False
 
     def _rand_latency(self, idx: torch.Tensor) -> None:
         lo, hi = self.cfg.domain_rand.latency_range()

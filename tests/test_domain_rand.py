@@ -30,7 +30,7 @@ RAND = DomainRandConfig(
     friction_range=[0.3, 1.5], added_mass_range=[-1.0, 3.0], com_shift=0.05,
     motor_strength_range=[0.8, 1.2], kp_range=[0.7, 1.3], kd_range=[0.7, 1.3],
     joint_damping_range=[0.1, 1.0], joint_friction_range=[0.05, 0.3], armature_range=[0.01, 0.05],
-    obs_noise=0.0, push_interval_s=0.0, action_latency_steps=[1, 1],
+    obs_noise=0.0, push_interval_s=0.0, action_latency_steps=[1, 1], slow_redraw_steps=4,
 )
 
 
@@ -148,6 +148,37 @@ def test_a_reset_redraws_only_the_reset_robots(rand):
     keep = [i for i in range(N) if i != 2]
     assert torch.equal(kp1[keep], kp0[keep]) and torch.equal(mass1[keep], mass0[keep]) and torch.equal(mu1[keep], mu0[keep])
     assert not torch.equal(kp1[2], kp0[2]) and mass1[2] != mass0[2] and mu1[2] != mu0[2]
+
+
+def test_an_auto_reset_redraws_mass_com_and_armature_at_the_next_slow_redraw_boundary(rand):
+    import math
+
+    rand.reset()
+    d, base = rand.motor_dofs, [rand.base_link]
+    for _ in range(200):  # land; stop just past a boundary (every 4 steps) with nothing pending
+        rand.step(torch.zeros(N, 12))
+        if rand.step_count % 4 == 1 and not rand.slow_pending.any():
+            break
+    assert not rand.slow_pending.any()
+    mass0, com0 = rand.robot.get_links_mass(base).clone(), rand.robot.get_links_COM(base).clone()
+    arm0, kp0 = rand.robot.get_dofs_armature(d).clone(), rand.robot.get_dofs_kp(d).clone()
+    half = math.radians(60) / 2  # robot 2 rolled 60 degrees: it terminates and is auto-reset
+    rand.robot.set_quat(torch.tensor([[math.cos(half), math.sin(half), 0.0, 0.0]]), envs_idx=[2], zero_velocity=True)
+    res = rand.step(torch.zeros(N, 12))
+    assert 2 in res.done_idx.tolist() and rand.slow_pending[2]
+    reset = rand.slow_pending.clone()
+    assert not torch.equal(rand.robot.get_dofs_kp(d)[2], kp0[2])  # the cheap items: at the reset
+    for _ in range(2):  # step_count 2 -> 3 -> 4: the boundary is the start of the step at count 4
+        assert torch.equal(rand.robot.get_links_mass(base), mass0) and torch.equal(rand.robot.get_dofs_armature(d), arm0)
+        rand.step(torch.zeros(N, 12))
+        reset |= rand.slow_pending
+    assert torch.equal(rand.robot.get_links_mass(base), mass0) and rand.slow_pending[2]
+    rand.step(torch.zeros(N, 12))
+    assert not rand.slow_pending[reset].any()
+    mass1, com1, arm1 = rand.robot.get_links_mass(base), rand.robot.get_links_COM(base), rand.robot.get_dofs_armature(d)
+    keep = (~reset & ~rand.slow_pending).nonzero().flatten()
+    assert torch.equal(mass1[keep], mass0[keep]) and torch.equal(arm1[keep], arm0[keep]) and torch.equal(com1[keep], com0[keep])
+    assert mass1[2] != mass0[2] and not torch.equal(arm1[2], arm0[2]) and not torch.equal(com1[2], com0[2])
 
 
 def test_items_switched_off_on_a_batched_scene_get_the_nominal_values(rand):
