@@ -222,6 +222,7 @@ def eval_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     run_dir: Path = RunDirOpt,
     compare: Optional[str] = typer.Option(None, "--compare", help="Comma-separated chunks side by side, e.g. 50,250,500."),
+    push: bool = typer.Option(False, "--push", help="Push test: 0.5 m/s kicks every 4 s, randomisation on (docs/EVAL.md)."),
 ) -> None:
     """Measure a checkpoint's policy against a stand-still baseline; flag a lazy optimum (docs/EVAL.md)."""
     from go2train import evaluate as ev
@@ -236,7 +237,7 @@ def eval_cmd(
         manifests = ev.resolve_chunks(run_dir, list(dict.fromkeys(wanted)))  # checked before any simulation
     except ev.EvalError as exc:
         fail(str(exc))
-    raise typer.Exit(ev.main(run_dir, manifests, episodes, cmd, json_out))
+    raise typer.Exit(ev.main(run_dir, manifests, episodes, cmd, json_out, push))
 
 
 @app.command("video")

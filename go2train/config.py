@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -210,7 +211,6 @@ class EnvConfig(_Section):
     kd: float = Field(0.5, ge=0)
     action_scale: float = Field(0.25, gt=0)
     clip_actions: float = Field(100.0, gt=0)
-    action_latency: bool = True
     base_init_height: float = Field(0.42, gt=0)
     default_hip: float = 0.0
     default_front_thigh: float = 0.8
@@ -246,6 +246,125 @@ class EnvConfig(_Section):
             thigh = self.default_front_thigh if leg[0] == "F" else self.default_rear_thigh
             out += [self.default_hip, thigh, self.default_calf]
         return out
+
+
+GENESIS_ARMATURE = 0.1  # Genesis's armature for go2.urdf's joints (the URDF gives none)
+
+
+def _range(default: list[float]):
+    return Field(default_factory=lambda: list(default))
+
+
+class DomainRandConfig(_Section):
+    """Domain randomisation (docs/ENV.md, "Randomisation"). Each item is switched off by its neutral
+    value: a multiplier range of [1, 1], an offset range of [0, 0], an absolute range equal to the
+    simulator's own value (joint damping and friction loss 0, armature 0.1), a scale or interval of 0.
+    ``enabled = false`` switches every item off at once; the action latency is then fixed at the low
+    end of ``action_latency_steps``. Physical properties are drawn per robot at every reset."""
+
+    enabled: bool = True
+    # Ground contact friction coefficient (Genesis's own: 1.0 for the robot and the plane), per robot.
+    friction_range: list[float] = _range([0.4, 1.25])
+    added_mass_range: list[float] = _range([-1.0, 2.0])  # kg added to the base (6.9 kg in go2.urdf)
+    com_shift: float = Field(0.03, ge=0, le=0.1)  # m, uniform +- on each axis of the base's centre of mass
+    # Per robot and joint: motor strength scales the PD torque (kp, kd and the torque limit together),
+    # kp_range / kd_range scale the gains on their own.
+    motor_strength_range: list[float] = _range([0.9, 1.1])
+    kp_range: list[float] = _range([0.9, 1.1])
+    kd_range: list[float] = _range([0.9, 1.1])
+    # Joint viscous damping (N m s/rad), dry friction loss (N m) and armature (reflected rotor inertia,
+    # kg m^2), absolute values per robot and joint. Genesis gives go2.urdf's joints damping 0,
+    # friction loss 0, armature 0.1; MuJoCo Menagerie's / unitree_mujoco's Go2: damping 0.1 (2 in the
+    # newest Menagerie file), friction loss 0.2, armature 0.01.
+    joint_damping_range: list[float] = _range([0.0, 1.0])
+    joint_friction_range: list[float] = _range([0.0, 0.3])
+    armature_range: list[float] = _range([0.01, 0.1])
+    # Base mass, CoM and armature: each Genesis write re-solves the inverse weights of every robot
+    # (~20 ms at N = 256 on the CPU however few robots reset), so the robots a step's auto-reset
+    # restarts get theirs together every slow_redraw_steps steps (until then: the previous draw).
+    # 1 = at each reset.
+    slow_redraw_steps: int = Field(50, ge=1, le=100_000)
+    # Observation noise: uniform +-(level x obs_noise) added to the raw quantity before its obs scale
+    # (legged_gym's noise_scales). obs_noise = 0 switches it off.
+    obs_noise: float = Field(1.0, ge=0, le=10)
+    noise_ang_vel: float = Field(0.2, ge=0)  # rad/s
+    noise_gravity: float = Field(0.05, ge=0)  # projected gravity (unit vector)
+    noise_dof_pos: float = Field(0.01, ge=0)  # rad
+    noise_dof_vel: float = Field(1.5, ge=0)  # rad/s
+    # Pushes: every push_interval_s of a robot's episode, a horizontal velocity kick of push_vel m/s
+    # in a random direction is added to its base. 0 = off.
+    push_interval_s: float = Field(4.0, ge=0)
+    push_vel: float = Field(0.5, ge=0, le=5)
+    # Action latency: per robot and episode, the PD target is the action of k steps ago, k uniform in
+    # [low, high] (integers). [0, 0] = no latency, [1, 1] = one step (the old [env] action_latency).
+    action_latency_steps: list[Annotated[int, Field(ge=0, le=10)]] = Field(default_factory=lambda: [0, 2])
+
+    @field_validator("friction_range", "added_mass_range", "motor_strength_range", "kp_range", "kd_range",
+                     "joint_damping_range", "joint_friction_range", "armature_range", "action_latency_steps")
+    @classmethod
+    def _check_range(cls, r: list, info: ValidationInfo) -> list:
+        k = info.field_name
+        if len(r) != 2 or r[0] > r[1]:
+            raise ValueError("must be [low, high] with low <= high")
+        if k in ("motor_strength_range", "kp_range", "kd_range", "armature_range") and r[0] <= 0:
+            raise ValueError("must be > 0")
+        if k == "friction_range" and not (0.01 <= r[0] and r[1] <= 5.0):
+            raise ValueError("must lie in [0.01, 5] (Genesis's stable range)")
+        if k in ("joint_damping_range", "joint_friction_range") and r[0] < 0:
+            raise ValueError("must be >= 0")
+        if k == "added_mass_range" and r[0] <= -5.0:
+            raise ValueError("must be > -5 kg (the base weighs 6.9 kg)")
+        return r
+
+    # -- which items are on (no torch here: the evaluator and tests use these too)
+    def active(self, item: str) -> bool:
+        """Whether randomisation ``item`` is on: friction, mass, com, motor_strength, kp, kd, damping,
+        joint_friction, armature, obs_noise, push, latency (latency: its low and high ends differ)."""
+        if item == "latency":
+            return self.enabled and self.action_latency_steps[0] != self.action_latency_steps[1]
+        if not self.enabled:
+            return False
+        neutral = {
+            "friction": ("friction_range", 1.0), "mass": ("added_mass_range", 0.0),
+            "motor_strength": ("motor_strength_range", 1.0), "kp": ("kp_range", 1.0), "kd": ("kd_range", 1.0),
+            "damping": ("joint_damping_range", 0.0), "joint_friction": ("joint_friction_range", 0.0),
+            "armature": ("armature_range", GENESIS_ARMATURE),
+        }
+        if item in neutral:
+            key, v = neutral[item]
+            return list(getattr(self, key)) != [v, v]
+        if item == "com":
+            return self.com_shift > 0
+        if item == "obs_noise":
+            return self.obs_noise > 0 and any(
+                x > 0 for x in (self.noise_ang_vel, self.noise_gravity, self.noise_dof_pos, self.noise_dof_vel))
+        if item == "push":
+            return self.push_interval_s > 0 and self.push_vel > 0
+        raise KeyError(item)
+
+    def latency_range(self) -> tuple[int, int]:
+        lo, hi = self.action_latency_steps
+        return (lo, hi) if self.enabled else (lo, lo)
+
+    def batched_links(self) -> bool:
+        """Per-robot link properties (Genesis ``RigidOptions.batch_links_info``), fixed at scene build."""
+        return self.active("mass") or self.active("com")
+
+    def batched_dofs(self) -> bool:
+        """Per-robot joint properties (Genesis ``RigidOptions.batch_dofs_info``), fixed at scene build."""
+        return any(self.active(k) for k in ("motor_strength", "kp", "kd", "damping", "joint_friction", "armature"))
+
+    @classmethod
+    def off(cls, latency_steps: int = 0) -> "DomainRandConfig":
+        """No randomisation at all; a fixed action latency of ``latency_steps``."""
+        return cls(enabled=False, action_latency_steps=[latency_steps, latency_steps])
+
+
+# Renamed or moved keys: (section, key) -> the one line that says what replaced it.
+RENAMED_KEYS: dict[tuple[str, str], str] = {
+    ("env", "action_latency"): "[env] action_latency was replaced by [domain_rand] action_latency_steps = [low, high] "
+                               "(steps; [1, 1] = the old true, [0, 0] = false)",
+}
 
 
 class HeightReward(_Section):
@@ -374,6 +493,7 @@ class Config(_Section):
     env: EnvConfig = Field(default_factory=EnvConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     termination: TerminationConfig = Field(default_factory=TerminationConfig)
+    domain_rand: DomainRandConfig = Field(default_factory=DomainRandConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
@@ -407,8 +527,28 @@ def _loc(loc: tuple) -> str:
     return out
 
 
-def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate a plain dict (e.g. a manifest's stored config) into a :class:`Config`."""
+def migrate_stored(data: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint manifest's stored config in today's keys. A config stored before ``[domain_rand]``
+    existed trained without randomisation, with ``[env] action_latency`` (default true) = one step."""
+    if not isinstance(data, dict) or not isinstance(data.get("env", {}), dict) or "domain_rand" in data:
+        return data
+    out = dict(data)
+    env = dict(out.get("env", {}))
+    latency = env.pop("action_latency", True)
+    out["env"] = env
+    out["domain_rand"] = DomainRandConfig.off(1 if latency is True else 0).model_dump(mode="json")
+    return out
+
+
+def from_dict(data: dict[str, Any], source: str = "<config>", *, stored: bool = False) -> Config:
+    """Validate a plain dict into a :class:`Config`. ``stored``: a checkpoint manifest's config,
+    which may predate renamed keys (:func:`migrate_stored`); a config file may not."""
+    if stored:
+        data = migrate_stored(data)
+    for (section, key), line in RENAMED_KEYS.items():
+        sec = data.get(section) if isinstance(data, dict) else None
+        if isinstance(sec, dict) and key in sec:
+            raise ConfigError(f"{source}: {line}")
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -38,6 +38,8 @@ import torch
 from go2train import qdfast
 from go2train.config import JOINT_NAMES, Config
 
+RAND_SEED_OFFSET = 7919  # the randomisation stream's seed: [env] seed + this
+
 qdfast.install()  # before anything imports genesis: ~5 s less start-up CPU (go2train/qdfast.py)
 _GS_READY = False
 
@@ -177,6 +179,10 @@ class Go2Env:
                 constraint_solver=gs.constraint_solver.Newton,
                 enable_collision=True,
                 enable_joint_limit=True,
+                # Per-robot joint / link parameters (domain randomisation) only when [domain_rand] needs them:
+                # batched parameters cost memory bandwidth in every step (docs/ENV.md, "Randomisation").
+                **({"batch_dofs_info": True} if cfg.domain_rand.batched_dofs() else {}),
+                **({"batch_links_info": True} if cfg.domain_rand.batched_links() else {}),
             ),
             vis_options=gs.options.VisOptions(rendered_envs_idx=[0]) if camera else None,
             show_viewer=False,
@@ -205,6 +211,7 @@ class Go2Env:
         self.motor_dofs = [self.robot.get_joint(name).dofs_idx_local[0] for name in JOINT_NAMES]
         self.robot.set_dofs_kp([e.kp] * 12, self.motor_dofs)
         self.robot.set_dofs_kv([e.kd] * 12, self.motor_dofs)
+        self._init_rand()
 
         self._setup_rewards()
         self._alloc_buffers()
@@ -250,9 +257,24 @@ class Go2Env:
         self.rew_buf = torch.zeros((n,), device=dev, dtype=f)
         self.gen = torch.Generator(device=dev)
         self.gen.manual_seed(e.seed)
+        # Randomisation draws from its own stream, so switching an item on or off leaves the reset noise
+        # and the commands of a seed as they were.
+        self.rand_gen = torch.Generator(device=dev)
+        self.rand_gen.manual_seed(e.seed + RAND_SEED_OFFSET)
+        lo, hi = self.cfg.domain_rand.latency_range()
+        self.latency = torch.full((n,), lo, device=dev, dtype=torch.int64)
+        self.action_hist = torch.zeros((n, hi + 1, 12), device=dev, dtype=f)  # [:, k] = action of k steps ago
+        self.env_arange = torch.arange(n, device=dev)
+        self.pushed = torch.zeros((n,), device=dev, dtype=torch.bool)  # pushed at the last step
+        self.friction = torch.ones((n, 1), device=dev, dtype=f)  # contact friction drawn at the last reset
+        self.noise_levels = self._noise_levels()
+        self.slow_every = self.cfg.domain_rand.slow_redraw_steps if self.batched_dofs or self.batched_links else 1
+        self.slow_pending = torch.zeros((n,), device=dev, dtype=torch.bool)  # reset, slow items not yet redrawn
+        self.step_count = 0
 
     def seed(self, seed: int) -> None:
         self.gen.manual_seed(int(seed))
+        self.rand_gen.manual_seed(int(seed) + RAND_SEED_OFFSET)
 
     # ------------------------------------------------------------------ state
     def _read_state(self) -> None:
@@ -279,12 +301,13 @@ class Go2Env:
 
     def _compute_obs(self) -> torch.Tensor:
         e = self.cfg.env
+        ang_vel, gravity, dof_pos, dof_vel = self._obs_noise()
         parts = [
-            self.base_ang_vel * e.obs_scale_ang_vel,
-            self.projected_gravity,
+            ang_vel * e.obs_scale_ang_vel,
+            gravity,
             self.commands * self.commands_scale,
-            (self.dof_pos - self.default_dof_pos) * e.obs_scale_dof_pos,
-            self.dof_vel * e.obs_scale_dof_vel,
+            (dof_pos - self.default_dof_pos) * e.obs_scale_dof_pos,
+            dof_vel * e.obs_scale_dof_vel,
             self.actions,
         ]
         if self.gait_clock:
@@ -312,9 +335,19 @@ class Go2Env:
         self.commands[:, 0] = vx
 
     # ------------------------------------------------------------------ reset
-    def reset_idx(self, idx: torch.Tensor) -> None:
+    def reset_idx(self, idx: torch.Tensor, defer_slow: bool = False) -> None:
+        """Restart robots ``idx``. ``defer_slow`` (the step's auto-reset): their base mass, CoM and
+        armature are redrawn with the other pending robots' at the next ``slow_redraw_steps`` boundary."""
         if len(idx) == 0:
             return
+        self._rand_friction(idx)
+        if defer_slow and self.slow_every > 1:
+            self.slow_pending[idx] = True
+        else:
+            self._rand_slow(idx)
+        self._rand_motors(idx)
+        self._rand_joints(idx)
+        self._rand_latency(idx)
         noise = self.cfg.env.reset_joint_noise
         self.dof_pos[idx] = self.default_dof_pos
         if noise > 0:
@@ -334,6 +367,7 @@ class Go2Env:
         self.projected_gravity[idx] = self.global_gravity[idx]
         self.actions[idx] = 0.0
         self.last_actions[idx] = 0.0
+        self.action_hist[idx] = 0.0
         self.episode_length[idx] = 0
         self.episode_offset[idx] = 0
         self.episode_return[idx] = 0.0
@@ -367,10 +401,13 @@ class Go2Env:
     def step(self, actions: torch.Tensor) -> StepResult:
         e = self.cfg.env
         self.actions[:] = torch.clip(actions, -e.clip_actions, e.clip_actions)
-        exec_actions = self.last_actions if e.action_latency else self.actions
+        self._redraw_pending_slow()
+        exec_actions = self._delayed_actions()
         self.robot.control_dofs_position(exec_actions * e.action_scale + self.default_dof_pos, self.motor_dofs)
+        self._push_robots()
         self.scene.step()
         self.episode_length += 1
+        self.step_count += 1
         self._read_state()
 
         # Invalid solver state (Genesis error envs) or NaNs: reset, count, never leak to the learner.
@@ -414,7 +451,7 @@ class Go2Env:
             }
         self.last_actions[:] = self.actions
         if len(done_idx):
-            self.reset_idx(done_idx)
+            self.reset_idx(done_idx, defer_slow=True)
             obs = self._compute_obs()
         return StepResult(obs, self.rew_buf, terminated, truncated, done_idx, terminal_obs, invalid, episodes)
 
@@ -475,6 +512,157 @@ class Go2Env:
     def weighted_terms(self) -> dict[str, torch.Tensor]:
         """Each term times its weight (without the dt scale), for the current state."""
         return {k: fn() * self.reward_weights[k] for k, fn in self.reward_functions.items()}
+
+    # ------------------------------------------------------------------ randomisation ([domain_rand])
+    def _init_rand(self) -> None:
+        """The simulator's own (nominal) values, read once at build: what an item switched off keeps."""
+        dr = self.cfg.domain_rand
+        self.batched_dofs, self.batched_links = dr.batched_dofs(), dr.batched_links()
+        self.base_link = self.robot.base_link.idx_local
+        self.base_lin_dofs = [0, 1]  # the base's free joint: world-frame linear velocity x, y first
+        first = lambda t: t[0] if self.batched_dofs and t.dim() > 1 else t  # noqa: E731
+        self.nominal = {
+            "kp": self.cfg.env.kp, "kd": self.cfg.env.kd,
+            "force_lo": first(self.robot.get_dofs_force_range(self.motor_dofs)[0]).clone(),
+            "force_hi": first(self.robot.get_dofs_force_range(self.motor_dofs)[1]).clone(),
+            "damping": first(self.robot.get_dofs_damping(self.motor_dofs)).clone(),
+            "frictionloss": first(self.robot.get_dofs_frictionloss(self.motor_dofs)).clone(),
+            "armature": first(self.robot.get_dofs_armature(self.motor_dofs)).clone(),
+        }
+        links_first = lambda t: t[0] if self.batched_links and t.dim() > 1 else t  # noqa: E731
+        self.nominal["mass"] = links_first(self.robot.get_links_mass([self.base_link])).clone()  # (1,)
+        com = self.robot.get_links_COM([self.base_link])
+        self.nominal["com"] = (com[0] if self.batched_links and com.dim() > 2 else com).clone()  # (1, 3)
+        self.geoms_friction = torch.as_tensor(self.rigid.get_geoms_friction(), device=self.device).float()
+        self.geoms_all = list(range(self.rigid.n_geoms))
+
+    def _uniform(self, bounds, shape) -> torch.Tensor:
+        lo, hi = float(bounds[0]), float(bounds[1])
+        if lo == hi:
+            return torch.full(shape, lo, device=self.device)
+        return lo + (hi - lo) * torch.rand(shape, generator=self.rand_gen, device=self.device)
+
+    def _rand_friction(self, idx: torch.Tensor) -> None:
+        """Contact friction mu per robot: Genesis takes max(mu_a, mu_b) of a geom pair, so the robot's and
+        the plane's geoms of that robot's world all get mu (friction ratio mu / the geom's friction)."""
+        dr = self.cfg.domain_rand
+        if not dr.active("friction"):
+            return
+        mu = self._uniform(dr.friction_range, (len(idx), 1))
+        self.friction[idx] = mu
+        self.rigid.set_geoms_friction_ratio(mu / self.geoms_friction, self.geoms_all, envs_idx=idx)
+
+    def _rand_base_mass(self, idx: torch.Tensor) -> None:
+        """Added base mass (a payload; the inertia is kept) and a shift of the base's centre of mass."""
+        if not self.batched_links:
+            return
+        dr, k = self.cfg.domain_rand, len(idx)
+        add = self._uniform(dr.added_mass_range, (k, 1)) if dr.active("mass") else torch.zeros((k, 1), device=self.device)
+        self.robot.set_links_mass(self.nominal["mass"] + add, [self.base_link], envs_idx=idx)
+        c = dr.com_shift if dr.active("com") else 0.0
+        shift = self._uniform([-c, c], (k, 1, 3))
+        self.robot.set_links_COM(self.nominal["com"] + shift, [self.base_link], envs_idx=idx)
+
+    def _rand_motors(self, idx: torch.Tensor) -> None:
+        """Per robot and joint: motor strength s scales the whole PD torque (Genesis's PD is internal, so
+        kp, kd and the torque limit are scaled together); kp and kd multipliers on top."""
+        if not self.batched_dofs:
+            return
+        dr, shape = self.cfg.domain_rand, (len(idx), 12)
+        one = [1.0, 1.0]
+        s = self._uniform(dr.motor_strength_range if dr.active("motor_strength") else one, shape)
+        kp = self.nominal["kp"] * s * self._uniform(dr.kp_range if dr.active("kp") else one, shape)
+        kd = self.nominal["kd"] * s * self._uniform(dr.kd_range if dr.active("kd") else one, shape)
+        self.robot.set_dofs_kp(kp, self.motor_dofs, envs_idx=idx)
+        self.robot.set_dofs_kv(kd, self.motor_dofs, envs_idx=idx)
+        self.robot.set_dofs_force_range(self.nominal["force_lo"] * s, self.nominal["force_hi"] * s, self.motor_dofs,
+                                        envs_idx=idx)
+
+    def _rand_joints(self, idx: torch.Tensor) -> None:
+        """Joint damping and friction loss per robot and joint (absolute values)."""
+        if not self.batched_dofs:
+            return
+        dr, shape = self.cfg.domain_rand, (len(idx), 12)
+        for item, key, name, setter in (
+            ("damping", "joint_damping_range", "damping", self.robot.set_dofs_damping),
+            ("joint_friction", "joint_friction_range", "frictionloss", self.robot.set_dofs_frictionloss),
+        ):
+            if dr.active(item):
+                setter(self._uniform(getattr(dr, key), shape), self.motor_dofs, envs_idx=idx)
+            else:
+                setter(self.nominal[name].expand(shape), self.motor_dofs, envs_idx=idx)
+
+    def _rand_armature(self, idx: torch.Tensor) -> None:
+        """Joint armature per robot and joint (absolute values)."""
+        if not self.batched_dofs:
+            return
+        dr, shape = self.cfg.domain_rand, (len(idx), 12)
+        v = self._uniform(dr.armature_range, shape) if dr.active("armature") else self.nominal["armature"].expand(shape)
+        self.robot.set_dofs_armature(v, self.motor_dofs, envs_idx=idx)
+
+    def _rand_slow(self, idx: torch.Tensor) -> None:
+        """The items whose Genesis write re-solves the inverse weights of every robot (~20 ms a call at
+        N = 256 on the CPU, however few robots): base mass and CoM, armature."""
+        self._rand_base_mass(idx)
+        self._rand_armature(idx)
+
+    def _redraw_pending_slow(self) -> None:
+        """Every ``slow_redraw_steps`` steps, one write for every robot that reset since the last one."""
+        if self.slow_every <= 1 or self.step_count % self.slow_every:
+            return
+        idx = self.slow_pending.nonzero().flatten()
+        if len(idx):
+            self._rand_slow(idx)
+            self.slow_pending[idx] = False
+
+    def _rand_latency(self, idx: torch.Tensor) -> None:
+        lo, hi = self.cfg.domain_rand.latency_range()
+        if lo == hi:
+            self.latency[idx] = lo
+        else:
+            self.latency[idx] = torch.randint(lo, hi + 1, (len(idx),), generator=self.rand_gen, device=self.device)
+
+    def _delayed_actions(self) -> torch.Tensor:
+        """The action of ``latency`` steps ago per robot (0 before the episode's first)."""
+        if self.action_hist.shape[1] == 1:
+            return self.actions
+        self.action_hist[:, 1:] = self.action_hist[:, :-1].clone()
+        self.action_hist[:, 0] = self.actions
+        return self.action_hist[self.env_arange, self.latency]
+
+    def _push_robots(self) -> None:
+        """Every ``push_interval_s`` of a robot's episode, add a horizontal kick of ``push_vel`` m/s in a
+        random direction to its base velocity (legged_gym's ``_push_robots``, a fixed magnitude)."""
+        dr = self.cfg.domain_rand
+        if not dr.active("push"):
+            return
+        every = max(1, round(dr.push_interval_s / self.dt))
+        due = (self.episode_length > 0) & (self.episode_length % every == 0)
+        self.pushed = due
+        idx = due.nonzero().flatten()
+        if len(idx) == 0:
+            return
+        theta = 2 * math.pi * torch.rand((len(idx),), generator=self.rand_gen, device=self.device)
+        kick = dr.push_vel * torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
+        vel = self.robot.get_dofs_velocity(self.base_lin_dofs, envs_idx=idx)
+        self.robot.set_dofs_velocity(vel + kick, self.base_lin_dofs, envs_idx=idx)
+
+    def _noise_levels(self) -> torch.Tensor:
+        """Per observed raw quantity (ang vel 3, gravity 3, joint pos 12, joint vel 12): its noise level."""
+        dr = self.cfg.domain_rand
+        return dr.obs_noise * torch.tensor(
+            [dr.noise_ang_vel] * 3 + [dr.noise_gravity] * 3 + [dr.noise_dof_pos] * 12 + [dr.noise_dof_vel] * 12,
+            device=self.device, dtype=torch.float32)
+
+    def _obs_noise(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The raw observed quantities, with uniform noise when [domain_rand] obs_noise is on."""
+        dr = self.cfg.domain_rand
+        raw = (self.base_ang_vel, self.projected_gravity, self.dof_pos, self.dof_vel)
+        if not dr.active("obs_noise"):
+            return raw
+        u = 2 * torch.rand((self.n_envs, 30), generator=self.rand_gen, device=self.device) - 1
+        noisy = torch.cat(raw, dim=1) + u * self.noise_levels
+        return noisy[:, 0:3], noisy[:, 3:6], noisy[:, 6:18], noisy[:, 18:30]
 
     # ------------------------------------------------------------------ reward terms
     def _reward_tracking_lin_vel(self) -> torch.Tensor:

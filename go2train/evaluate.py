@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from go2train import checkpoint
-from go2train.config import Config, ConfigError, from_dict
+from go2train.config import Config, ConfigError, DomainRandConfig, from_dict
 from go2train.runfiles import RunDir, chunk_name
 
 LEGS = ("FR", "FL", "RR", "RL")
 AIR_THRESHOLD_M = 0.03  # a foot is "in the air" when its clearance exceeds this
 LAZY_SPEED_FRACTION = 0.5  # lazy optimum: forward speed below this fraction of the command
+PUSH_VEL, PUSH_INTERVAL_S, PUSH_COUNT = 0.5, 4.0, 4  # `eval --push`: 4 kicks of 0.5 m/s, 4 s apart
 REWARD_TOL = 1e-6  # relative tolerance when comparing the policy's reward with the baseline's
 # Runtime-only [env] keys: they do not change the scene, so a cached scene is reused across them.
 _RUNTIME_ENV_KEYS = ("command_vx", "command_vx_range", "episode_steps", "command_vy", "command_yaw")
@@ -109,7 +110,7 @@ def _check_config(manifest: dict[str, Any]) -> Config:
     if not isinstance(manifest.get("config"), dict):
         raise EvalError(f"checkpoint {name} is damaged: its manifest stores no config")
     try:
-        return from_dict(manifest["config"], f"{name}.json config")
+        return from_dict(manifest["config"], f"{name}.json config", stored=True)
     except ConfigError as exc:
         raise EvalError(f"checkpoint {name}: stored config does not load: {exc}") from None
 
@@ -196,6 +197,7 @@ def _scene_key(cfg: Config) -> str:
     env = cfg.env.model_dump(mode="json")
     for k in _RUNTIME_ENV_KEYS:
         env.pop(k, None)
+    env["_batched"] = [cfg.domain_rand.batched_dofs(), cfg.domain_rand.batched_links()]  # fixed at build
     return json.dumps(env, sort_keys=True)
 
 
@@ -247,6 +249,8 @@ def _run_pass(env, cfg: Config, steps: int, cmd_vx: float, act=None) -> dict[str
     streak = torch.zeros((n, 4), device=dev)  # current air streak (steps)
     swing_steps = torch.zeros((n, 4), device=dev)  # steps of completed swings
     touchdowns = torch.zeros((n, 4), device=dev)
+    swing_peak = torch.zeros((n, 4), device=dev)  # highest clearance of the current swing
+    swing_peaks = []  # peak of every completed swing
     gait = _GaitSync(n, dev)
     prev_act = None
 
@@ -304,6 +308,8 @@ def _run_pass(env, cfg: Config, steps: int, cmd_vx: float, act=None) -> dict[str
         touch = track & ~in_air & (streak > 0)
         touchdowns += touch.float()
         swing_steps += torch.where(touch, streak, torch.zeros_like(streak))
+        swing_peaks.append(swing_peak[touch])
+        swing_peak = torch.where(track & in_air, torch.maximum(swing_peak, c), torch.zeros_like(swing_peak))
         streak = torch.where(track & in_air, streak + 1, torch.zeros_like(streak))
 
     # Survivors: their episode sums are the env's running totals (no truncation was reached).
@@ -337,6 +343,7 @@ def _run_pass(env, cfg: Config, steps: int, cmd_vx: float, act=None) -> dict[str
         "foot_air_fraction_per_foot": air_frac,
         "foot_clearance_swing_m": float(s["swing_c"] / s["swing_n"]) if float(s["swing_n"]) > 0 else 0.0,
         "foot_clearance_max_m": float(s["max_c"]),
+        "swing_clearance_m": float(torch.cat(swing_peaks).median()) if n_td > 0 else None,
         "air_time_per_swing_s": float(swing_steps.sum()) * dt / n_td if n_td > 0 else None,
         "touchdowns_per_s": n_td / (float(foot_steps.sum()) * dt / 4.0) if float(foot_steps.sum()) > 0 else 0.0,
         "action_smoothness": float(s["smooth"] / s["smooth_n"]) if float(s["smooth_n"]) > 0 else 0.0,
@@ -412,12 +419,13 @@ def evaluate(
     episodes: int = 8,
     cmd_vx: float | None = None,
     manifest: dict[str, Any] | None = None,
+    push: bool = False,
 ) -> dict[str, Any]:
     """Evaluate chunk ``chunk`` (int or ``"latest"``) of ``run_dir``; see docs/EVAL.md.
 
     Returns ``{"chunk", "name", "cmd_vx", "episodes", "episode_steps", "dt", "timesteps",
     "episodes_total", "policy": figs, "baseline": figs, "lazy_optimum": bool, "seconds",
-    "scene_reused"}``. Raises EvalError (one line) for a bad chunk or a damaged checkpoint.
+    "scene_reused", "push"}``. ``push``: the push test (docs/EVAL.md). Raises EvalError (one line) for a bad chunk or a damaged checkpoint.
     """
     from go2train.env import init_genesis
 
@@ -429,6 +437,9 @@ def evaluate(
         manifest = resolve_chunk(rd, chunk)
     stored = _check_config(manifest)
     cfg = _eval_config(stored.to_dict(), episodes)
+    if push:  # the default randomisation, a PUSH_VEL kick every PUSH_INTERVAL_S, PUSH_COUNT kicks + 2 s
+        cfg.domain_rand = DomainRandConfig(push_interval_s=PUSH_INTERVAL_S, push_vel=PUSH_VEL)
+        cfg.env.episode_steps = round((PUSH_COUNT * PUSH_INTERVAL_S + 2.0) / cfg.env.dt)
     steps = cfg.env.episode_steps
     cmd = float(stored.env.command_vx if cmd_vx is None else cmd_vx)
     # One step more than the episode, so no robot is truncated (and auto-reset) before we read its
@@ -442,7 +453,8 @@ def evaluate(
     policy = _run_pass(env, _eval_config(cfg.to_dict(), episodes), steps, cmd, act)
 
     bkey = json.dumps([_scene_key(cfg), cfg.reward.model_dump(mode="json"),
-                       cfg.termination.model_dump(mode="json"), steps, cmd], sort_keys=True)
+                       cfg.termination.model_dump(mode="json"), cfg.domain_rand.model_dump(mode="json"), steps, cmd],
+                      sort_keys=True)
     baseline = _BASELINES.get(bkey)
     if baseline is None:
         baseline = _run_pass(env, _eval_config(cfg.to_dict(), episodes), steps, cmd, None)
@@ -463,6 +475,7 @@ def evaluate(
         "lazy_optimum": is_lazy_optimum(policy, baseline, cmd),
         "seconds": time.perf_counter() - t0,
         "scene_reused": reused,
+        "push": {"vel": PUSH_VEL, "interval_s": PUSH_INTERVAL_S, "pushes": PUSH_COUNT} if push else None,
     }
 
 
@@ -492,6 +505,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("foot_air_fraction_per_foot", "  per foot FR/FL/RR/RL", ""),
     ("foot_clearance_swing_m", "swing-foot clearance (m)", "{:.3f}"),
     ("foot_clearance_max_m", "max foot clearance (m)", "{:.3f}"),
+    ("swing_clearance_m", "swing clearance, median swing peak (m)", "{:.3f}"),
     ("air_time_per_swing_s", "air time per swing (s)", "{:.3f}"),
     ("touchdowns_per_s", "touchdowns per foot per s", "{:.2f}"),
     ("diagonal_sync", "diagonal feet together (corr)", "{:+.2f}"),
@@ -517,6 +531,8 @@ def table(results: list[dict[str, Any]], console=None):
     multi = len(results) > 1
     title = (f"go2train eval · cmd {results[0]['cmd_vx']:+.2f} m/s · {results[0]['episodes']} robots × "
              f"{results[0]['episode_steps']} steps ({results[0]['episode_steps'] * results[0]['dt']:.1f} s)")
+    if results[0].get("push"):
+        title += f" · push test: {PUSH_VEL} m/s kicks every {PUSH_INTERVAL_S:g} s, randomisation on"
     t = Table(title=title, title_justify="left")
     t.add_column("figure", style="bold")
     cols: list[tuple[str, dict[str, Any]]] = []
@@ -569,7 +585,8 @@ def _stdout_to_stderr():
 
 
 def main(
-    run_dir: str | Path, manifests: list[dict[str, Any]], episodes: int, cmd_vx: float | None, json_out: bool
+    run_dir: str | Path, manifests: list[dict[str, Any]], episodes: int, cmd_vx: float | None, json_out: bool,
+    push: bool = False,
 ) -> int:
     """Evaluate resolved ``manifests`` in this process and print a table (or JSON). Exit code."""
     from go2train import exitcodes
@@ -579,7 +596,7 @@ def main(
             print(f"go2train: skipped damaged checkpoint {line}", file=sys.stderr)
     try:
         with _stdout_to_stderr():
-            results = [evaluate(run_dir, m["chunk"], episodes, cmd_vx, manifest=m) for m in manifests]
+            results = [evaluate(run_dir, m["chunk"], episodes, cmd_vx, manifest=m, push=push) for m in manifests]
     except EvalError as exc:
         print(f"go2train: {exc}", file=sys.stderr)
         return exitcodes.CONFIG_ERROR

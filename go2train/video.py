@@ -116,7 +116,7 @@ def video_config_for(manifest: dict[str, Any], current: Config) -> Config:
     if not isinstance(stored, dict):
         raise VideoError(f"checkpoint {manifest.get('name')} has no stored config", exitcodes.FAILURE)
     try:
-        cfg = from_dict(stored, f"{manifest.get('name')}.json (stored config)")
+        cfg = from_dict(stored, f"{manifest.get('name')}.json (stored config)", stored=True)
     except ConfigError as exc:
         raise VideoError(str(exc), exitcodes.FAILURE) from None
     cfg.video = current.video.model_copy()

@@ -46,6 +46,8 @@ def test_run_dir_file_is_used_and_config_flag_wins(tmp_path):
         ("[env\n", "not valid TOML"),
         ("[ppo]\nbatch_size = 0\n", "[ppo] batch_size"),
         ("[env]\nbackend = 'tpu'\n", "[env] backend"),
+        ("[env]\naction_latency = true\n", "[env] action_latency was replaced by [domain_rand] action_latency_steps"),
+        ("[domain_rand]\nkp_range = [1.1, 0.9]\n", "[domain_rand] kp_range"),
     ],
 )
 def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, text, needle):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from go2train.config import Config
+from go2train.config import Config, DomainRandConfig
 
 pytestmark = pytest.mark.genesis
 
@@ -20,6 +20,7 @@ def env():
     cfg = Config()
     cfg.env.n_envs = N
     cfg.env.episode_steps = 30
+    cfg.domain_rand = DomainRandConfig.off(1)  # the env before randomisation (tests/test_domain_rand.py: with it)
     return Go2Env(cfg)
 
 
@@ -168,6 +169,7 @@ def test_feet_air_time_times_swings_at_touchdown():
     cfg = Config()
     cfg.env.n_envs = 2
     cfg.reward.feet_air_time = 1.0
+    cfg.domain_rand = DomainRandConfig.off(1)
     env = Go2Env(cfg)
     env.reset()
     for _ in range(40):  # settle on four feet
@@ -228,7 +230,8 @@ def test_trot_clock_terms_pay_a_diagonal_step_not_a_stand():
                   "go2train.toml")
     from_dict({"env": {"gait_period_steps": 0}, "reward": {"gait_contact": 0.0, "feet_swing_height": 0.0}})
     cfg = from_dict({"env": {"n_envs": 2, "gait_period_steps": 20},
-                     "reward": {"feet_air_time": 0.0, "gait_contact": 1.0, "feet_swing_height": -1.0}})
+                     "reward": {"feet_air_time": 0.0, "gait_contact": 1.0, "feet_swing_height": -1.0},
+                     "domain_rand": {"enabled": False, "action_latency_steps": [1, 1]}})
     env = Go2Env(cfg)
     env.reset()
     for _ in range(45):  # settle on four feet; the clock is at step 45 = phase 0.25

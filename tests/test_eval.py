@@ -120,6 +120,7 @@ def _check_figs(f: dict, steps: int, dt: float) -> None:
         assert v is None or 0.0 <= v <= 1.0
     assert 0.0 <= f["foot_clearance_swing_m"] < 0.3
     assert -0.02 < f["foot_clearance_max_m"] < 0.5  # sphere radius above the ground: ~0 when standing
+    assert f["swing_clearance_m"] is None or 0.03 <= f["swing_clearance_m"] <= f["foot_clearance_max_m"] + 1e-6
     assert f["air_time_per_swing_s"] is None or 0.0 < f["air_time_per_swing_s"] <= steps * dt
     assert f["touchdowns_per_s"] >= 0.0 and f["action_smoothness"] >= 0.0
     for key in ("diagonal_sync", "pair_sync"):
@@ -144,6 +145,20 @@ def test_eval_figures_sane(run_dir, trained):
     # The baseline holds the default pose: no action changes at all.
     assert r["baseline"]["action_smoothness"] == 0.0
     assert r["baseline"]["reward_terms"].get("action_rate", 0.0) == 0.0
+
+
+def test_push_test_randomises_and_kicks(run_dir, trained):
+    """`eval --push`: the default [domain_rand] plus 4 kicks of 0.5 m/s, 4 s apart (18 s episodes)."""
+    from go2train.evaluate import evaluate
+
+    r = evaluate(run_dir, 1, episodes=EPISODES, push=True)
+    assert trained["push"] is None
+    assert r["push"] == {"vel": 0.5, "interval_s": 4.0, "pushes": 4} and r["episode_steps"] == 900
+    for side in ("policy", "baseline"):
+        f = r[side]
+        assert 0.0 <= f["survival"] <= 1.0 and 0.0 < f["time_alive_s"] <= 18.0 + 1e-6
+        assert f["invalid_resets"] == 0 and math.isfinite(f["reward"])
+    assert r["policy"] != trained["policy"]
 
 
 def test_gait_sync_tells_a_trot_from_a_pace_and_a_shuffle():
