@@ -166,7 +166,7 @@ def walkbench(
     minutes: float = typer.Option(45.0, "--minutes", min=0.1, help="Wall-clock minutes of training."),
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="A fresh run directory (default: a temp dir)."),
-    episodes: int = typer.Option(8, "--episodes", min=1, help="Robots (episodes) per chunk evaluation."),
+    episodes: int = typer.Option(8, "--episodes", min=1, help="Robots (episodes) per grid command in each chunk's evaluation."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     timesteps: int = typer.Option(0, "--timesteps", min=0,
                                   help="Also stop once a finished chunk reaches this many timesteps (0 = off)."),
