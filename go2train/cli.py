@@ -166,7 +166,7 @@ def walkbench(
     minutes: float = typer.Option(45.0, "--minutes", min=0.1, help="Wall-clock minutes of training."),
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="A fresh run directory (default: a temp dir)."),
-    episodes: int = typer.Option(8, "--episodes", min=1, help="Robots (episodes) per chunk evaluation."),
+    episodes: int = typer.Option(8, "--episodes", min=1, help="Robots (episodes) per grid command in each chunk's evaluation."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     timesteps: int = typer.Option(0, "--timesteps", min=0,
                                   help="Also stop once a finished chunk reaches this many timesteps (0 = off)."),
@@ -217,14 +217,15 @@ def status(
 @app.command("eval")
 def eval_cmd(
     chunk: Optional[str] = typer.Option(None, "--chunk", help="Chunk milestone (an integer) or 'latest' (default)."),
-    episodes: int = typer.Option(8, "--episodes", min=1, help="Robots (one full episode each), batched in one scene."),
-    cmd: Optional[float] = typer.Option(None, "--cmd", help="Forward command vx, m/s (default: the stored command_vx)."),
+    episodes: int = typer.Option(8, "--episodes", min=1, help="Robots per grid command (one full episode each); "
+                                 "all grid commands' robots are batched in one scene."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     run_dir: Path = RunDirOpt,
     compare: Optional[str] = typer.Option(None, "--compare", help="Comma-separated chunks side by side, e.g. 50,250,500."),
     push: bool = typer.Option(False, "--push", help="Push test: 0.5 m/s kicks every 4 s, randomisation on (docs/EVAL.md)."),
 ) -> None:
-    """Measure a checkpoint's policy against a stand-still baseline; flag a lazy optimum (docs/EVAL.md)."""
+    """Measure a checkpoint's policy on the fixed command grid (tracking error per command) against a
+    stand-still baseline; flag a lazy optimum (docs/EVAL.md)."""
     from go2train import evaluate as ev
 
     run_dir = check_run_dir(run_dir)
@@ -237,7 +238,7 @@ def eval_cmd(
         manifests = ev.resolve_chunks(run_dir, list(dict.fromkeys(wanted)))  # checked before any simulation
     except ev.EvalError as exc:
         fail(str(exc))
-    raise typer.Exit(ev.main(run_dir, manifests, episodes, cmd, json_out, push))
+    raise typer.Exit(ev.main(run_dir, manifests, episodes, json_out, push))
 
 
 @app.command("video")
@@ -250,6 +251,10 @@ def video_cmd(
     config: Optional[Path] = ConfigOpt,
     steps: Optional[int] = typer.Option(None, "--steps", help="Steps (= frames) per clip (default: [video] steps)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output MP4 (default: videos/chunk_NNNNNN.mp4)."),
+    command: Optional[str] = typer.Option(
+        None, "--command", help="With --chunk: the command 'vx,vy,yaw' (m/s, m/s, rad/s; default 0.6,0,0: "
+        "the eval grid's forward 0.6).",
+    ),
     progress_file: Optional[Path] = typer.Option(
         None, "--progress-file", envvar="GO2TRAIN_RENDER_PROGRESS",
         help="With --chunk: write frames done/total to this JSON file (the supervisor sets it).",
@@ -266,7 +271,7 @@ def video_cmd(
 
             code = milestone_render.main(run_dir, cfg, chunk, steps, out, progress_file)
         else:
-            code = video.main(run_dir, cfg, chunk, progression, chunks, layout, steps, out)
+            code = video.main(run_dir, cfg, chunk, progression, chunks, layout, steps, out, command)
     except video.VideoError as exc:
         fail(str(exc), exc.code)
     raise typer.Exit(code)

@@ -216,15 +216,6 @@ class EnvConfig(_Section):
     default_front_thigh: float = 0.8
     default_rear_thigh: float = 1.0
     default_calf: float = -1.5
-    command_vx: float = Field(0.5, ge=-2.0, le=2.0)
-    command_vx_range: list[float] = Field(default_factory=lambda: [0.5, 0.5])
-    command_vy: float = 0.0
-    command_yaw: float = 0.0
-    resample_command_steps: int = Field(200, ge=1)
-    # legged_gym's heading command: the yaw-rate command steers back to the start heading,
-    # clip(heading_gain * heading error, +-1 rad/s), so drifting off course is observable and paid.
-    heading_command: bool = True
-    heading_gain: float = Field(0.5, ge=0)
     reset_joint_noise: float = Field(0.05, ge=0, le=0.5)  # rad, uniform, added to the default pose at reset
     gait_period_steps: int = Field(25, ge=0, le=1000)  # trot clock period (steps); 0 = no clock
     obs_scale_ang_vel: float = 0.25
@@ -232,13 +223,6 @@ class EnvConfig(_Section):
     obs_scale_dof_pos: float = 1.0
     obs_scale_dof_vel: float = 0.05
     seed: int = Field(0, ge=0, le=2**31 - 1)  # numpy seeds must be >= 0
-
-    @model_validator(mode="after")
-    def _check_range(self) -> "EnvConfig":
-        r = self.command_vx_range
-        if len(r) != 2 or r[0] > r[1]:
-            raise ValueError("command_vx_range must be [low, high] with low <= high")
-        return self
 
     def default_dof_pos(self) -> list[float]:
         out = []
@@ -360,10 +344,87 @@ class DomainRandConfig(_Section):
         return cls(enabled=False, action_latency_steps=[latency_steps, latency_steps])
 
 
-# Renamed or moved keys: (section, key) -> the one line that says what replaced it.
+
+
+def _check_pair(name: str, r: list[float]) -> None:
+    if len(r) != 2 or r[0] > r[1]:
+        raise ValueError(f"{name} must be [low, high] with low <= high")
+
+
+class CommandConfig(_Section):
+    """The velocity command (issue 13): one source of truth for training, eval, video, guard and
+    status. Ranges only; the observation keeps its three command slots (vx, vy, yaw rate).
+
+    Every ``resample_steps`` steps and at every episode start each robot draws a new command:
+    with probability ``standing_share`` it is told to stand still (0, 0, 0), else vx, vy and the
+    yaw rate are drawn uniformly from their ranges. With ``heading = true`` (legged_gym's heading
+    command, the default before issue 13 too) the yaw-rate slot is recomputed every step as
+    ``clip(yaw + heading_gain * heading error, +-max(1, |yaw_range|))``, where the commanded
+    heading starts at the start heading and turns at the drawn yaw rate: a robot that drifts off
+    course sees it in its observation and is asked to steer back. Eval uses a fixed grid
+    (go2train/evaluate.py, docs/EVAL.md), never these ranges."""
+
+    vx_range: list[float] = Field(default_factory=lambda: [-1.0, 1.0])  # m/s, forward (+) / backward
+    vy_range: list[float] = Field(default_factory=lambda: [-0.5, 0.5])  # m/s, left (+) / right
+    yaw_range: list[float] = Field(default_factory=lambda: [-1.0, 1.0])  # rad/s, counter-clockwise (+)
+    standing_share: float = Field(0.1, ge=0.0, le=1.0)  # share of draws that command standing still
+    heading: bool = True
+    heading_gain: float = Field(0.5, ge=0)
+    resample_steps: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "CommandConfig":
+        for name in ("vx_range", "vy_range", "yaw_range"):
+            _check_pair(name, getattr(self, name))
+        for name, lim in (("vx_range", 3.0), ("vy_range", 3.0), ("yaw_range", 6.0)):
+            if max(abs(x) for x in getattr(self, name)) > lim:
+                raise ValueError(f"{name} must lie within +-{lim:g}")
+        return self
+
+
+# [env] keys replaced by [command] (issue 13): a config file naming one gets a one-line error
+# naming its replacement; a checkpoint manifest's stored config is migrated (see _migrate_legacy).
+LEGACY_ENV_KEYS: dict[str, str] = {
+    "command_vx": "[command] vx_range",
+    "command_vx_range": "[command] vx_range",
+    "command_vy": "[command] vy_range",
+    "command_yaw": "[command] yaw_range",
+    "heading_command": "[command] heading",
+    "heading_gain": "[command] heading_gain",
+    "resample_command_steps": "[command] resample_steps",
+}
+
+
+def _migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored config from before issue 13 (a checkpoint manifest) in today's keys: the old fixed
+    command becomes a one-point range, no standing share. Returns a new dict; ``data`` is untouched."""
+    env = data.get("env") if isinstance(data, dict) else None
+    if not isinstance(env, dict) or not (set(env) & set(LEGACY_ENV_KEYS)):
+        return data
+    out = json.loads(json.dumps(data))
+    env = out["env"]
+    cmd = out.setdefault("command", {})
+    if isinstance(cmd, dict):
+        vx = env.get("command_vx_range") or [env.get("command_vx", 0.5)] * 2
+        cmd.setdefault("vx_range", [float(x) for x in vx])
+        cmd.setdefault("vy_range", [float(env.get("command_vy", 0.0))] * 2)
+        cmd.setdefault("yaw_range", [float(env.get("command_yaw", 0.0))] * 2)
+        cmd.setdefault("standing_share", 0.0)
+        for old, new in (("heading_command", "heading"), ("heading_gain", "heading_gain"),
+                         ("resample_command_steps", "resample_steps")):
+            if old in env:
+                cmd.setdefault(new, env[old])
+    for key in LEGACY_ENV_KEYS:
+        env.pop(key, None)
+    return out
+
+
+# Renamed or moved keys: (section, key) -> the one line that says what replaced it. A config file
+# naming one is refused with that line; a stored config (a checkpoint manifest) is migrated instead.
 RENAMED_KEYS: dict[tuple[str, str], str] = {
     ("env", "action_latency"): "[env] action_latency was replaced by [domain_rand] action_latency_steps = [low, high] "
                                "(steps; [1, 1] = the old true, [0, 0] = false)",
+    **{("env", old): f"[env] {old} was replaced by {new} (issue 13; docs/ENV.md)" for old, new in LEGACY_ENV_KEYS.items()},
 }
 
 
@@ -491,6 +552,7 @@ class SupervisorConfig(_Section):
 class Config(_Section):
     _profile: ProfileChoice | None = PrivateAttr(default=None)
     env: EnvConfig = Field(default_factory=EnvConfig)
+    command: CommandConfig = Field(default_factory=CommandConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     termination: TerminationConfig = Field(default_factory=TerminationConfig)
     domain_rand: DomainRandConfig = Field(default_factory=DomainRandConfig)
@@ -528,8 +590,10 @@ def _loc(loc: tuple) -> str:
 
 
 def migrate_stored(data: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint manifest's stored config in today's keys. A config stored before ``[domain_rand]``
-    existed trained without randomisation, with ``[env] action_latency`` (default true) = one step."""
+    """A checkpoint manifest's stored config in today's keys: the [env] command keys of before issue
+    13 become ``[command]`` (:func:`_migrate_legacy`); a config stored before ``[domain_rand]`` existed
+    trained without randomisation, with ``[env] action_latency`` (default true) = one step."""
+    data = _migrate_legacy(data)
     if not isinstance(data, dict) or not isinstance(data.get("env", {}), dict) or "domain_rand" in data:
         return data
     out = dict(data)
@@ -607,7 +671,8 @@ def resolve(data: dict[str, Any], source: str = "defaults", run_dir: str | Path 
         if (backend if key in MACHINE_KEYS else profile) == "gpu":
             _put(merged, key, value)
             applied[key] = value
-    cfg = from_dict(merged, f"{source} with the GPU profile ({', '.join(applied)})") if applied else explicit_cfg
+    cfg = (from_dict(merged, f"{source} with the GPU profile ({', '.join(applied)})")
+           if applied else explicit_cfg)
     notes = []
     rollout = cfg.ppo.n_steps * cfg.env.n_envs
     if "ppo.batch_size" in applied and cfg.ppo.batch_size * 2 > rollout:

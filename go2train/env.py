@@ -11,13 +11,20 @@ idx   content                                                scale
 ====  =====================================================  =======================
 0:3   base angular velocity (base frame)                     ``obs_scale_ang_vel``
 3:6   projected gravity (base frame)                         1
-6:9   command (vx, vy, yaw rate)                             lin, lin, ang scales
+6:9   command (vx, vy, yaw rate), ``[command]``              lin, lin, ang scales
 9:21  joint position - default pose (FR, FL, RR, RL x        ``obs_scale_dof_pos``
       hip, thigh, calf)
 21:33 joint velocity                                         ``obs_scale_dof_vel``
 33:45 last action                                            1
 45:47 gait clock (sin, cos of the trot phase), optional      1
 ====  =====================================================  =======================
+
+Commands (``[command]``, docs/ENV.md "Commands"): each robot draws (vx, vy, yaw rate) at every
+episode start and every ``resample_steps`` steps, uniformly from the ranges, or (0, 0, 0) with
+probability ``standing_share``. ``self.commands`` holds what the policy observes: vx, vy and the
+yaw-rate slot, which in heading mode carries the drawn yaw rate plus a correction towards the
+commanded heading (``self.heading_target``: the start heading turning at the drawn rate,
+``self.yaw_command``). Eval and video fix the commands per robot (:meth:`Go2Env.set_commands`).
 
 Reward: every term is a method ``_reward_<name>`` returning a per-robot tensor; it is multiplied by
 its weight from ``[reward]`` (and by ``dt`` when ``[reward] scale_by_dt``, as legged_gym and Genesis
@@ -45,6 +52,8 @@ _GS_READY = False
 
 
 _ROBOT_XML: str | None = None
+# Columns of Go2Env.episode_track (per-episode sums over steps), as the VecEnv's episode info names them.
+TRACK_KEYS = ("move_steps", "cmd_speed", "speed_along", "lin_err", "yaw_err", "stand_steps")
 
 
 def robot_urdf(visual: bool) -> str:
@@ -236,7 +245,15 @@ class Go2Env:
         self.base_euler = z3()
         self.base_quat = torch.zeros((n, 4), device=dev, dtype=f)
         self.global_gravity = torch.tensor([0.0, 0.0, -1.0], device=dev, dtype=f).repeat(n, 1)
-        self.commands = z3()
+        self.commands = z3()  # observed: vx, vy, yaw-rate slot (heading correction included)
+        self.yaw_command = torch.zeros((n,), device=dev, dtype=f)  # drawn yaw rate, rad/s
+        self.heading_target = torch.zeros((n,), device=dev, dtype=f)  # commanded heading, rad
+        self.standing = torch.zeros((n,), device=dev, dtype=torch.bool)  # drew the stand-still command
+        self.fixed_commands: torch.Tensor | None = None  # (n, 3): eval/video, no resampling
+        # per-episode tracking sums (chunk records): steps told to move (|cmd_xy| > MOVE_EPS),
+        # commanded speed and speed along the command on those steps, |cmd_xy - v_xy|, |yaw - w_z|,
+        # steps told to stand still
+        self.episode_track = torch.zeros((n, 6), device=dev, dtype=f)
         self.commands_scale = torch.tensor(
             [e.obs_scale_lin_vel, e.obs_scale_lin_vel, e.obs_scale_ang_vel], device=dev, dtype=f
         )
@@ -317,22 +334,77 @@ class Go2Env:
         return self.obs_buf
 
     def _resample_commands(self, idx: torch.Tensor) -> None:
+        """New commands for robots ``idx``: the fixed ones (eval/video), else drawn from [command]."""
         if len(idx) == 0:
             return
-        e = self.cfg.env
-        lo, hi = e.command_vx_range
-        if lo == hi:
-            self.commands[idx, 0] = lo
+        if self.fixed_commands is not None:
+            cmd = self.fixed_commands[idx]
         else:
-            u = torch.rand((len(idx),), generator=self.gen, device=self.device)
-            self.commands[idx, 0] = lo + (hi - lo) * u
-        self.commands[idx, 1] = e.command_vy
-        self.commands[idx, 2] = e.command_yaw
+            c = self.cfg.command
+            u = torch.rand((len(idx), 4), generator=self.gen, device=self.device)
+            lo = torch.tensor([c.vx_range[0], c.vy_range[0], c.yaw_range[0]], device=self.device)
+            hi = torch.tensor([c.vx_range[1], c.vy_range[1], c.yaw_range[1]], device=self.device)
+            cmd = lo + (hi - lo) * u[:, :3]
+            cmd = cmd * (u[:, 3:] >= c.standing_share)  # standing_share of draws: (0, 0, 0)
+        self.commands[idx] = cmd
+        self.yaw_command[idx] = cmd[:, 2]
+        self.standing[idx] = (cmd == 0).all(1)
 
-    def set_command(self, vx: float) -> None:
-        """Fix the forward command for every robot (eval/video)."""
-        self.cfg.env.command_vx_range = [float(vx), float(vx)]
-        self.commands[:, 0] = vx
+    def set_commands(self, commands) -> None:
+        """Fix each robot's command (an (n, 3) tensor or sequence of vx, vy, yaw rate; one row:
+        every robot) for eval and video: no resampling; applied now and at every reset."""
+        cmd = torch.as_tensor(commands, dtype=torch.float32, device=self.device).reshape(-1, 3)
+        self.fixed_commands = cmd.expand(self.n_envs, 3).clone()
+        self._resample_commands(torch.arange(self.n_envs, device=self.device))
+
+    def set_command(self, vx: float, vy: float = 0.0, yaw: float = 0.0) -> None:
+        """Fix one command (vx, vy, yaw rate) for every robot (eval/video)."""
+        self.set_commands([float(vx), float(vy), float(yaw)])
+
+    def _steer(self) -> None:
+        """Heading mode: the yaw-rate slot steers towards the commanded heading (which turns at the
+        drawn yaw rate): ``clip(yaw + heading_gain * heading error, +-max(1, |yaw_range|))``."""
+        c = self.cfg.command
+        if not c.heading:
+            self.commands[:, 2] = self.yaw_command
+            return
+        err = torch.remainder(self.heading_target - torch.deg2rad(self.base_euler[:, 2]) + math.pi, 2 * math.pi) - math.pi
+        lim = max(1.0, abs(c.yaw_range[0]), abs(c.yaw_range[1]))
+        if self.fixed_commands is not None:
+            lim = max(lim, float(self.fixed_commands[:, 2].abs().max()))
+        self.commands[:, 2] = torch.clip(self.yaw_command + c.heading_gain * err, -lim, lim)
+
+    def own_velocity(self) -> torch.Tensor:
+        """(n, 2) horizontal linear velocity along the robot's own facing (yaw frame): x forward,
+        y left. What a command's vx, vy ask for."""
+        yaw = torch.deg2rad(self.base_euler[:, 2])
+        c, s = torch.cos(yaw), torch.sin(yaw)
+        v = self.world_lin_vel
+        return torch.stack([v[:, 0] * c + v[:, 1] * s, -v[:, 0] * s + v[:, 1] * c], dim=1)
+
+    def heading_velocity(self) -> torch.Tensor:
+        """(n, 2) horizontal linear velocity in the commanded-heading frame (the start heading
+        while no yaw rate is commanded)."""
+        c, s = torch.cos(self.heading_target), torch.sin(self.heading_target)
+        v = self.world_lin_vel
+        return torch.stack([v[:, 0] * c + v[:, 1] * s, -v[:, 0] * s + v[:, 1] * c], dim=1)
+
+    MOVE_EPS = 0.1  # m/s or rad/s: a command smaller than this asks to stand (gait terms, records)
+
+    def _track_step(self) -> None:
+        """Per-step tracking sums for the episode record (what was commanded vs achieved)."""
+        v = self.own_velocity()
+        cmd = self.commands[:, :2]
+        speed = torch.norm(cmd, dim=1)
+        moving = speed > self.MOVE_EPS
+        along = (v * cmd).sum(1) / speed.clamp_min(1e-6)
+        t = self.episode_track
+        t[:, 0] += moving
+        t[:, 1] += speed * moving
+        t[:, 2] += along * moving
+        t[:, 3] += torch.norm(cmd - v, dim=1)
+        t[:, 4] += (self.yaw_command - self.base_ang_vel[:, 2]).abs()
+        t[:, 5] += self.standing
 
     # ------------------------------------------------------------------ reset
     def reset_idx(self, idx: torch.Tensor, defer_slow: bool = False) -> None:
@@ -376,7 +448,11 @@ class Go2Env:
         self.start_xy[idx] = self.base_pos[idx, :2]
         self.feet_air_time[idx] = 0.0
         self.last_contacts[idx] = False
+        self.episode_track[idx] = 0.0
+        self.heading_target[idx] = 0.0  # the start heading (the reset orientation's yaw)
         self._resample_commands(idx)
+        if self.cfg.command.heading:
+            self.commands[idx, 2] = self.yaw_command[idx]  # heading error 0 at the start
 
     def reset(self) -> torch.Tensor:
         self.reset_idx(torch.arange(self.n_envs, device=self.device))
@@ -426,17 +502,18 @@ class Go2Env:
             self.episode_terms[name] += r
         self.rew_buf[invalid] = 0.0
         self.episode_return += self.rew_buf
+        self._track_step()
 
         terminated = self.check_termination() | invalid
         truncated = (self.episode_length >= e.episode_steps) & ~terminated
         done = terminated | truncated
 
-        # Resample commands on schedule; steer back to the start heading if asked.
-        resample = (self.episode_length % e.resample_command_steps == 0).nonzero().flatten()
+        # The commanded heading turns at the drawn yaw rate; resample commands on schedule (the
+        # new yaw rate turns the heading from where it is); steer towards it in heading mode.
+        self.heading_target += self.yaw_command * self.dt
+        resample = (self.episode_length % self.cfg.command.resample_steps == 0).nonzero().flatten()
         self._resample_commands(resample)
-        if e.heading_command:
-            err = torch.remainder(-self.base_euler[:, 2] + 180.0, 360.0) - 180.0  # target heading 0
-            self.commands[:, 2] = torch.clip(e.heading_gain * torch.deg2rad(err), -1.0, 1.0)
+        self._steer()
 
         obs = self._compute_obs()
         done_idx = done.nonzero().flatten()
@@ -447,6 +524,7 @@ class Go2Env:
                 "r": self.episode_return[done_idx].clone(),
                 "l": self.episode_length[done_idx] - self.episode_offset[done_idx],
                 "dist": self.forward_distance()[done_idx],
+                "track": self.episode_track[done_idx].clone(),
                 "terms": {k: v[done_idx].clone() for k, v in self.episode_terms.items()},
             }
         self.last_actions[:] = self.actions
@@ -666,17 +744,17 @@ class Go2Env:
 
     # ------------------------------------------------------------------ reward terms
     def _reward_tracking_lin_vel(self) -> torch.Tensor:
+        """``exp(-|cmd_xy - v_xy|^2 / sigma)`` with v in the frame ``[reward] tracking_frame``:
+        "base" (the base's own frame), "heading" (the commanded heading: the start heading turning
+        at the commanded yaw rate), "both" (the smaller of the heading-frame term and the term with
+        v along the robot's own facing)."""
         frame = self.cfg.reward.tracking_frame
         if frame == "base":
             return self._track(self.base_lin_vel)
-        world = self._track(self.world_lin_vel)
+        heading = self._track(self.heading_velocity())
         if frame == "heading":
-            return world
-        yaw = torch.deg2rad(self.base_euler[:, 2])  # "both": also along the robot's own facing
-        c, s = torch.cos(yaw), torch.sin(yaw)
-        v = self.world_lin_vel
-        own = torch.stack([v[:, 0] * c + v[:, 1] * s, -v[:, 0] * s + v[:, 1] * c], dim=1)
-        return torch.minimum(world, self._track(own))
+            return heading
+        return torch.minimum(heading, self._track(self.own_velocity()))
 
     def _track(self, vel: torch.Tensor) -> torch.Tensor:
         err = torch.sum(torch.square(self.commands[:, :2] - vel[:, :2]), dim=1)
@@ -702,8 +780,11 @@ class Go2Env:
         return torch.where(z < h.floor, torch.full_like(z, h.floor_penalty), torch.exp(-h.sharpness * (z - h.target).abs()))
 
     def _moving(self) -> torch.Tensor:
-        """Robots commanded to move (the gait terms pay nothing to a robot told to stand)."""
-        return torch.norm(self.commands[:, :2], dim=1) > 0.1
+        """Robots commanded to move: |cmd_xy| > MOVE_EPS or a drawn yaw rate |yaw| > MOVE_EPS (a
+        turn on the spot steps too). The gait terms (gait_contact, feet_swing_height,
+        feet_air_time) pay and cost nothing to a robot told to stand still; the heading mode's
+        correction alone does not count as a command to move."""
+        return (torch.norm(self.commands[:, :2], dim=1) > self.MOVE_EPS) | (self.yaw_command.abs() > self.MOVE_EPS)
 
     def _reward_gait_contact(self) -> torch.Tensor:
         """Fraction of feet whose contact agrees with the trot clock (only while told to move)."""
@@ -719,8 +800,12 @@ class Go2Env:
         return torch.sum(torch.square(self.foot_clearance() - target), dim=1) * self._moving()
 
     def _reward_forward_progress(self) -> torch.Tensor:
-        """Forward speed in the heading frame, capped at the command (no pay for sprinting)."""
-        return torch.minimum(self.heading_speed, self.commands[:, 0])
+        """Speed along the commanded direction (commanded-heading frame), capped at the commanded
+        speed (no pay for sprinting); 0 for a robot told to stand."""
+        cmd = self.commands[:, :2]
+        speed = torch.norm(cmd, dim=1)
+        along = (self.heading_velocity() * cmd).sum(1) / speed.clamp_min(1e-6)
+        return torch.minimum(along, speed)
 
     def _reward_feet_air_time(self) -> torch.Tensor:
         """legged_gym's swing reward: at each touchdown, (air time - target); only while commanded to move."""

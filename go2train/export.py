@@ -141,7 +141,7 @@ def _urdf_joint_limits() -> dict[str, Any] | None:
 def describe(cfg: Config, manifest: dict[str, Any], norm: dict[str, Any], action_bounds: tuple[float, float],
              net: dict[str, Any]) -> dict[str, Any]:
     """policy.json without its ``files`` entry: the contract of the exported networks (docs/EXPORT.md)."""
-    e = cfg.env
+    e, c = cfg.env, cfg.command
     layout = obs_layout(cfg)
     period = e.gait_period_steps
     n_obs = layout[-1]["stop"]
@@ -171,10 +171,10 @@ def describe(cfg: Config, manifest: dict[str, Any], norm: dict[str, Any], action
             "dt_s": e.dt, "frequency_hz": 1.0 / e.dt, "substeps": e.substeps, "physics_dt_s": e.dt / e.substeps,
             "pd": "each physics substep: torque = kp * (target - q) - kd * dq, clipped to the URDF effort "
                   "limit; the target is held for the whole control step (decimation = substeps)",
-            "action_latency": e.action_latency,
-            "latency": ("one control step: the target applied during step k comes from the action computed "
-                        "at step k-1 (the robot starts with target = default pose)") if e.action_latency else
-                       "none: the action computed from an observation is applied in the same control step",
+            "action_latency_steps": list(cfg.domain_rand.latency_range()),
+            "latency": ("k control steps, k drawn per episode in action_latency_steps: the target applied "
+                        "during step t comes from the action computed at step t-k (the robot starts with "
+                        "target = default pose); k = 0: applied in the same control step"),
         },
         "simulation": {
             "simulator": f"genesis-world {_version('genesis-world')}", "solver": "rigid, Newton constraint solver",
@@ -191,10 +191,12 @@ def describe(cfg: Config, manifest: dict[str, Any], norm: dict[str, Any], action
         "commands": {
             "components": ["vx", "vy", "yaw_rate"], "units": ["m/s", "m/s", "rad/s"],
             "obs_scale": [e.obs_scale_lin_vel, e.obs_scale_lin_vel, e.obs_scale_ang_vel],
-            "trained": {"vx_range": list(e.command_vx_range), "vy": e.command_vy,
-                        "yaw_rate": (f"heading hold: clip({e.heading_gain} * wrap(heading_0 - yaw), -1, 1) rad/s"
-                                     if e.heading_command else e.command_yaw),
-                        "resample_steps": e.resample_command_steps},
+            "trained": {"vx_range": list(c.vx_range), "vy_range": list(c.vy_range), "yaw_rate_range": list(c.yaw_range),
+                        "standing_share": c.standing_share,
+                        "yaw_rate": (f"heading mode: the yaw slot is clip(yaw + {c.heading_gain} * wrap(heading target "
+                                     "- yaw), +-max(1, |yaw_range|)) rad/s, the heading target turning at the drawn "
+                                     "yaw rate" if c.heading else "the drawn yaw rate"),
+                        "resample_steps": c.resample_steps},
         },
         "network": net,
         "config": cfg.to_dict(),

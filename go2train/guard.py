@@ -3,7 +3,8 @@
 Every seed tells the same story: reward rises while the robot stands still, crawls or
 vibrates (seed 002: reward up, "PERFECT BALANCE but standing still"; a run here: reward
 10 -> 17 while forward speed fell 0.33 -> 0.01 m/s). :func:`lazy_optimum_warning` looks
-for that signature across the last few chunks' metrics (``logs/chunks/*.json``, see
+for that signature, judged against what was commanded (issue 13: the chunk records' commanded
+speed and speed along the command), across the last few chunks' metrics (``logs/chunks/*.json``, see
 docs/CONTRACTS.md). The supervisor calls it after each chunk and writes a ``warning``
 event; ``go2train status`` shows it.
 
@@ -36,39 +37,57 @@ def paying_terms(chunk: dict, top: int = 3) -> list[dict[str, float]]:
     return [{"term": name, "value": round(v, 4)} for name, v in pos[:top]]
 
 
-def lazy_optimum_warning(
-    chunks: list[dict], command_vx: float, window: int = 3
-) -> dict[str, Any] | None:
-    """Warn when reward rises while the robot does not walk.
+def commanded(c: dict, fallback: float | None = None) -> tuple[float | None, float | None]:
+    """(commanded speed, achieved speed along the command) of one chunk record: the record's
+    ``command_speed_mean`` / ``speed_along_command_mean`` (issue 13); a record from before them:
+    ``command_vx`` (else ``fallback``) / ``forward_speed_mean``."""
+    if "command_speed_mean" in c or "speed_along_command_mean" in c:
+        return _num(c.get("command_speed_mean")), _num(c.get("speed_along_command_mean"))
+    cmd = _num(c.get("command_vx"))
+    return (cmd if cmd is not None else _num(fallback)), _num(c.get("forward_speed_mean"))
 
-    ``chunks`` are chunk-metric dicts, oldest first. Across the last ``window`` of them the
-    guard fires when ``reward_mean`` rises (last > first) while ``forward_speed_mean``
-    either falls (last < first) or stays below half the command in every one of them.
+
+def lazy_optimum_warning(
+    chunks: list[dict], command_vx: float | None = None, window: int = 3
+) -> dict[str, Any] | None:
+    """Warn when reward rises while the robot does not walk where it is told.
+
+    ``chunks`` are chunk-metric dicts, oldest first. Each says what was commanded and achieved
+    (:func:`commanded`): the mean commanded speed over the steps a robot was told to move and the
+    mean speed along the commanded direction on those steps. Across the last ``window`` chunks the
+    guard fires when ``reward_mean`` rises (last > first) while the achieved speed either falls
+    (last < first) or stays below half the commanded speed in every one of them. ``command_vx`` is
+    only the fallback for records that name no command (written before issue 13).
 
     Returns ``{"kind": "lazy_optimum", "message": str (one line), "paying_terms": [{"term",
     "value"}, ...] (top 3 positive terms of the last chunk), "chunks": [milestones],
-    "reward": [first, last], "forward_speed": [first, last], "command_vx": float}``, or None:
-    also when there are fewer than ``window`` chunks, ``command_vx <= 0`` (nothing to walk
-    towards) or a figure is missing.
+    "reward": [first, last], "forward_speed": [first, last] (achieved speed along the command),
+    "command_speed": float (the last chunk's commanded speed)}``, or None: also when there are
+    fewer than ``window`` chunks, a commanded speed is missing or <= 0 (nothing to walk towards)
+    or a figure is missing.
     """
-    cmd = _num(command_vx)
-    if cmd is None or cmd <= 0 or window < 2 or not isinstance(chunks, list):
+    if window < 2 or not isinstance(chunks, list):
         return None
     recent = [c for c in chunks if isinstance(c, dict)][-window:]
     if len(recent) < window:
         return None
     rewards = [_num(c.get("reward_mean")) for c in recent]
-    speeds = [_num(c.get("forward_speed_mean")) for c in recent]
+    pairs = [commanded(c, command_vx) for c in recent]
+    cmds = [p[0] for p in pairs]
+    speeds = [p[1] for p in pairs]
     if any(r is None for r in rewards) or any(s is None for s in speeds):
+        return None
+    if any(c is None or c <= 0 for c in cmds):
         return None
 
     reward_rises = rewards[-1] > rewards[0]
     speed_falls = speeds[-1] < speeds[0]
-    half = 0.5 * cmd
-    speed_low = all(s < half for s in speeds)
+    speed_low = all(s < 0.5 * c for s, c in zip(speeds, cmds))
     if not (reward_rises and (speed_falls or speed_low)):
         return None
 
+    cmd = cmds[-1]
+    half = 0.5 * cmd
     milestones = [c.get("chunk") for c in recent]
     pay = paying_terms(recent[-1])
     if speed_falls:
@@ -81,8 +100,8 @@ def lazy_optimum_warning(
         else f"the last {window} chunks"
     )
     message = (
-        f"lazy optimum? reward {rewards[0]:.2f} → {rewards[-1]:.2f} over {span} while forward "
-        f"speed {why}: {speeds[0]:.2f} → {speeds[-1]:.2f} m/s at command {cmd:.2f} m/s"
+        f"lazy optimum? reward {rewards[0]:.2f} → {rewards[-1]:.2f} over {span} while the speed "
+        f"along the command {why}: {speeds[0]:.2f} → {speeds[-1]:.2f} m/s at commanded {cmd:.2f} m/s"
     )
     if pay:
         message += "; paid by " + ", ".join(f"{p['term']} {p['value']:+.2f}" for p in pay)
@@ -93,5 +112,5 @@ def lazy_optimum_warning(
         "chunks": milestones,
         "reward": [rewards[0], rewards[-1]],
         "forward_speed": [speeds[0], speeds[-1]],
-        "command_vx": cmd,
+        "command_speed": cmd,
     }

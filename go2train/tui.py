@@ -365,6 +365,8 @@ class Reader:
             else:
                 row["restarts"] = None
             row["video"] = as_int(c.get("chunk")) in videos
+            # what was commanded vs achieved (issue 13; a record from before: command_vx, forward speed)
+            row["command_speed"], row["speed"] = guard.commanded(c)
             row["duration_s"] = (
                 sum(v for v in (num(c.get(k)) for k in ("startup_s", "train_s", "save_s")) if v)
                 if any(num(c.get(k)) is not None for k in ("startup_s", "train_s", "save_s"))
@@ -373,13 +375,15 @@ class Reader:
             chunks.append(row)
         restarts_current = len(restart_times) - bisect.bisect_right(restart_times, prev_end)
 
-        command_vx = cfg.env.command_vx
-        if raw_chunks and num(raw_chunks[-1].get("command_vx")) is not None:
-            command_vx = float(raw_chunks[-1]["command_vx"])
+        command = {"vx_range": cfg.command.vx_range, "vy_range": cfg.command.vy_range,
+                   "yaw_range": cfg.command.yaw_range, "standing_share": cfg.command.standing_share}
+        if raw_chunks and isinstance(raw_chunks[-1].get("command"), dict):
+            command = raw_chunks[-1]["command"]  # what the last chunk trained with
         config = {
             "episodes": cfg.chunk.episodes,
             "max_episodes": cfg.chunk.max_episodes,
-            "command_vx": command_vx,
+            "command": command,
+            "command_speed": chunks[-1]["command_speed"] if chunks else None,
             "heartbeat_s": cfg.chunk.heartbeat_s,
             "hang_timeout_s": cfg.supervisor.hang_timeout_s,
         }
@@ -500,7 +504,7 @@ class Reader:
                 "message": f"disk nearly full: {disk['free_gb']:.1f} GB free "
                 f"({disk['free_pct']:.1f} %) under {rd.root}",
             })
-        lazy = guard.lazy_optimum_warning(raw_chunks, command_vx)
+        lazy = guard.lazy_optimum_warning(raw_chunks)
         if lazy:
             warnings.append({"kind": lazy["kind"], "message": lazy["message"]})
 
@@ -583,7 +587,7 @@ def _header(snap: dict) -> Panel:
         line3.append(f"{what} ({le.get('reason') or '?'})", style="bold red" if bad else "green")
         line3.append(f" after {fmt_duration(num(le.get('duration_s')))} at {fmt_time(num(le.get('time')), now)}")
     cfg = snap.get("config") or {}
-    sub = f"chunks of {cfg.get('episodes', '?')} episodes · command {fmt_num(cfg.get('command_vx'))} m/s"
+    sub = f"chunks of {cfg.get('episodes', '?')} episodes · commands {describe_command(cfg.get('command'))}"
     return Panel(
         Group(line1, line2, line3),
         title="[bold]go2train status[/]",
@@ -592,6 +596,24 @@ def _header(snap: dict) -> Panel:
         subtitle_align="right",
         box=box.ROUNDED,
     )
+
+
+def describe_command(c: Any) -> str:
+    """``vx ±1.00 vy ±0.50 yaw ±1.00 rad/s, stand 10%`` from a [command]-like dict."""
+    if not isinstance(c, dict):
+        return "?"
+
+    def rng(r: Any) -> str:
+        if not (isinstance(r, list) and len(r) == 2 and all(num(x) is not None for x in r)):
+            return "?"
+        lo, hi = float(r[0]), float(r[1])
+        if lo == hi:
+            return f"{lo:+.2f}"
+        return f"±{hi:.2f}" if lo == -hi else f"{lo:+.2f}…{hi:+.2f}"
+
+    share = num(c.get("standing_share"))
+    return (f"vx {rng(c.get('vx_range'))} vy {rng(c.get('vy_range'))} m/s, yaw {rng(c.get('yaw_range'))} rad/s"
+            + (f", stand {share:.0%}" if share else ""))
 
 
 def _warnings(snap: dict) -> Panel | None:
@@ -683,13 +705,12 @@ def _chunks_table(snap: dict, max_rows: int | None) -> Table:
     t = Table(box=box.SIMPLE_HEAD, title="chunks (newest first)", title_justify="left",
               title_style="bold", pad_edge=False, show_edge=False, collapse_padding=True)
     for name, justify in (("milestone", "right"), ("episodes", "right"), ("reward", "right"),
-                          ("max", "right"), ("speed m/s", "right"), ("falls", "right"),
+                          ("max", "right"), ("speed/cmd m/s", "right"), ("falls", "right"),
                           ("duration", "right"), ("restarts", "right"), ("peak mem", "right"),
                           ("video", "center")):
         t.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", min_width=len(name))
-    cmd = num((snap.get("config") or {}).get("command_vx"))
     for c in shown:
-        speed = num(c.get("forward_speed_mean"))
+        speed, cmd = num(c.get("speed")), num(c.get("command_speed"))
         speed_style = ""
         if speed is not None and cmd and cmd > 0:
             speed_style = "green" if speed >= 0.9 * cmd else ("red" if speed < 0.5 * cmd else "yellow")
@@ -703,7 +724,7 @@ def _chunks_table(snap: dict, max_rows: int | None) -> Table:
             fmt_int(c.get("episodes_total", c.get("episodes"))),
             fmt_num(c.get("reward_mean")),
             fmt_num(c.get("reward_max")),
-            Text(fmt_num(speed), style=speed_style),
+            Text(fmt_num(speed) + (f"/{cmd:.2f}" if cmd is not None else ""), style=speed_style),
             f"{100 * fall:.1f}%" if fall is not None else "—",
             fmt_duration(c.get("duration_s")),
             Text(str(restarts) if restarts is not None else "—", style="yellow" if restarts else "dim"),
@@ -722,14 +743,14 @@ def _chunks_table(snap: dict, max_rows: int | None) -> Table:
 
 def _trends(snap: dict, width: int) -> Panel:
     chunks = snap.get("chunks") or []
-    cmd = num((snap.get("config") or {}).get("command_vx"))
+    cmd = num((snap.get("config") or {}).get("command_speed"))
     spark_w = max(10, min(80, width - 70))
     rows = Table.grid(padding=(0, 1))
     rows.add_column(no_wrap=True, style="bold", min_width=6)
     rows.add_column(no_wrap=True)
     rows.add_column(no_wrap=True)
     rewards = [num(c.get("reward_mean")) for c in chunks]
-    speeds = [num(c.get("forward_speed_mean")) for c in chunks]
+    speeds = [num(c.get("speed")) for c in chunks]  # along the command (guard.commanded)
 
     def span(vals: list, unit: str = "") -> str:
         p = [v for v in vals if v is not None]

@@ -8,7 +8,10 @@ Contract (SB3 ``VecEnv``), per robot ``i``:
   bootstraps the value of the terminal observation).
 * ``infos[i]["episode"] = {"r", "l", "t"}`` (undiscounted return, length, seconds since
   ``t_start``) as SB3's Monitor writes it, plus ``"terms"`` (per-term reward sums),
-  ``"dist"`` (forward distance, m), ``"speed"`` (dist / duration, m/s), ``"fell"`` and ``"cmd_vx"``.
+  ``"dist"`` (forward distance, m), ``"speed"`` (dist / duration, m/s), ``"fell"``, ``"cmd_vx"`` (the vx
+  command at the episode's end) and ``"track"`` (sums over the episode's steps, ``TRACK_KEYS``:
+  steps told to move, commanded speed and speed along the command on those steps, linear and
+  yaw-rate tracking error, steps told to stand still; go2train/worker.py ``ChunkStats``).
 
 Tensors stay batched; the only per-robot Python work is one small dict per finished robot.
 Observations and rewards are float32 numpy views of the simulator's tensors (copied on GPU).
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from go2train.env import Go2Env
+from go2train.env import TRACK_KEYS, Go2Env
 
 
 class Go2VecEnv(VecEnv):
@@ -87,14 +90,16 @@ class Go2VecEnv(VecEnv):
         names = list(ep["terms"])
         cols = [res.done_idx.float(), ep["r"].float(), ep["l"].float(), ep["dist"].float(),
                 res.truncated[res.done_idx].float(), res.invalid[res.done_idx].float(),
-                self.env.commands[res.done_idx, 0].float(), *[ep["terms"][n].float() for n in names]]
+                self.env.commands[res.done_idx, 0].float(), *ep["track"].float().unbind(1),
+                *[ep["terms"][n].float() for n in names]]
         rows = torch.stack(cols, 1).tolist()
         done_idx = [int(row[0]) for row in rows]
         r, l, dist = [row[1] for row in rows], [int(row[2]) for row in rows], [row[3] for row in rows]
         truncated = [row[4] > 0.5 for row in rows]
         self.invalid_resets += int(sum(row[5] for row in rows))
         cmd = [row[6] for row in rows]
-        terms = [row[7:] for row in rows]
+        track = [row[7:13] for row in rows]
+        terms = [row[13:] for row in rows]
         t = round(time.time() - self.t_start, 6)
         dt = self.env.dt
         out = []
@@ -111,6 +116,8 @@ class Go2VecEnv(VecEnv):
                 "speed": dist[j] / (l[j] * dt),
                 "fell": not truncated[j],
                 "cmd_vx": cmd[j],
+                # tracking sums over the episode's steps (Go2Env._track_step; ChunkStats averages them)
+                "track": dict(zip(TRACK_KEYS, track[j])),
                 "terms": dict(zip(names, terms[j])),
             }
             out.append(info)

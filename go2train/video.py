@@ -5,13 +5,14 @@
 1. ``models/chunk_000250`` is verified (sha256 of its files, :func:`go2train.checkpoint.verify`).
 2. The env config is the one stored in the checkpoint's manifest (``"config"``), not the current
    file; only ``[video]`` comes from the current config. The video env has ONE robot in its own
-   small scene (plane + Go2), starting at the origin in the default pose, the command fixed to the
-   stored ``[env] command_vx``, episodes never truncated mid-video.
+   small scene (plane + Go2), starting at the origin in the default pose, the command fixed to
+   ``--command vx,vy,yaw`` (default :data:`DEFAULT_COMMAND`: the eval grid's reference, forward
+   0.6 m/s), episodes never truncated mid-video.
 3. VecNormalize is loaded in eval mode (``training=False``, ``norm_reward=False``); actions are
    deterministic (``model.predict(obs, deterministic=True)``).
 4. A Genesis camera follows the robot (its pose is set every frame from the base position, so no
-   camera state survives a reset); each frame gets a small label (chunk, sim time, forward speed,
-   falls). A terminated robot is counted as a fall and starts again at the origin.
+   camera state survives a reset); each frame gets a small label (chunk, sim time, achieved
+   vx, vy and yaw rate beside the command, distance, falls). A terminated robot is counted as a fall and starts again at the origin.
 5. Frames go to ffmpeg (H.264, yuv420p) in a hidden temp file in the same folder, renamed onto
    ``videos/chunk_000250.mp4`` when complete; the manifest ``videos/chunk_000250.json`` is written
    last, atomically.
@@ -37,6 +38,7 @@ from go2train.config import Config, ConfigError, from_dict
 from go2train.runfiles import CHUNK_RE, RunDir, atomic_write_json, chunk_name, read_json
 
 FORMAT = 1
+DEFAULT_COMMAND = (0.6, 0.0, 0.0)  # vx m/s, vy m/s, yaw rate rad/s: the eval grid's reference (forward 0.6)
 PROGRESSION = "progression"
 # Camera offset from the robot's base (x ahead, y to its right, z up) and the look-at height.
 CAM_OFFSET = (1.5, -2.0, 0.9)
@@ -162,13 +164,32 @@ def draw_label(frame: np.ndarray, lines: Sequence[str], corner: str = "tl", scal
     return frame
 
 
-def frame_lines(milestone: int, sim_t: float, speed: float, cmd: float, dist: float, falls: int) -> list[str]:
+def parse_command(value: str | None) -> tuple[float, float, float]:
+    """``"vx,vy,yaw"`` (m/s, m/s, rad/s; ``"0.5"`` = forward only) -> a command; None: the default."""
+    if value is None:
+        return DEFAULT_COMMAND
+    try:
+        parts = [float(x) for x in str(value).split(",")]
+    except ValueError:
+        parts = []
+    if not 1 <= len(parts) <= 3 or not all(math.isfinite(x) and abs(x) <= 6.0 for x in parts):
+        raise VideoError(f"--command takes vx,vy,yaw (m/s, m/s, rad/s; each within +-6), got {value!r}")
+    return tuple(parts + [0.0] * (3 - len(parts)))  # type: ignore[return-value]
+
+
+def frame_lines(milestone: int, sim_t: float, vel, cmd, dist: float, falls: int) -> list[str]:
+    """The label: achieved (vx, vy m/s, yaw rate rad/s) beside the command (a number: vx only)."""
     def z(x: float) -> float:  # no "-0.00"
         return round(x, 2) + 0.0
 
+    def three(v) -> tuple[float, float, float]:
+        return (float(v), 0.0, 0.0) if isinstance(v, (int, float)) else tuple(float(x) for x in v)  # type: ignore[return-value]
+
+    (vx, vy, w), (cx, cy, cw) = three(vel), three(cmd)
     return [
         f"chunk {milestone}  t {sim_t:5.2f} s",
-        f"v {z(speed):+.2f} m/s (cmd {cmd:.2f})",
+        f"v {z(vx):+.2f} {z(vy):+.2f} m/s (cmd {z(cx):+.2f} {z(cy):+.2f})",
+        f"yaw {z(w):+.2f} rad/s (cmd {z(cw):+.2f})",
         f"dist {z(dist):+.2f} m  falls {falls}",
     ]
 
@@ -509,7 +530,7 @@ class ChunkRenderer:
 
     def render(
         self, rd: RunDir, manifest: dict[str, Any], steps: int, fps: int, out: Path,
-        progress: Progress | None = None,
+        progress: Progress | None = None, command: Sequence[float] = DEFAULT_COMMAND,
     ) -> dict[str, Any]:
         import torch
 
@@ -517,8 +538,8 @@ class ChunkRenderer:
         env = self.env
         milestone = int(manifest.get("chunk", 0))
         vn, model = self.load_policy(rd, manifest)
-        cmd = float(self.cfg.env.command_vx)
-        env.set_command(cmd)
+        cmd = tuple(float(x) for x in command)
+        env.set_command(*cmd)
         obs = env.reset().cpu().numpy()
         start = [round(float(x), 4) for x in env.base_pos[0].tolist()]
         self._cam_xy = None
@@ -528,6 +549,8 @@ class ChunkRenderer:
         finished_dist = 0.0
         speed_sum = 0.0
         speed_shown = 0.0
+        vel_shown = np.zeros(3)
+        vel_sum = np.zeros(3)
         min_height = float("inf")
         clock = time.perf_counter
         t_sim = t_render = t_overlay = t_encode = 0.0
@@ -544,18 +567,23 @@ class ChunkRenderer:
                     invalid += int(res.invalid[0])
                     finished_dist += float(res.episodes["dist"][0])
                     speed = 0.0
+                    vel = np.zeros(3)
                 else:
                     speed = float(env.heading_speed[0])
+                    v = env.own_velocity()[0]
+                    vel = np.array([float(v[0]), float(v[1]), float(env.base_ang_vel[0, 2])])
                     min_height = min(min_height, float(env.base_pos[0, 2]))
                 speed_sum += speed
+                vel_sum += vel
                 speed_shown += SPEED_SMOOTHING * (speed - speed_shown)
+                vel_shown += SPEED_SMOOTHING * (vel - vel_shown)
                 obs = res.obs.cpu().numpy()
                 self._follow(env.base_pos[0, :2].cpu().numpy(), snap=reset)
                 tb = clock()
                 frame = np.ascontiguousarray(self.camera.render(rgb=True)[0][..., :3])
                 tc = clock()
                 dist = finished_dist + float(env.forward_distance()[0])
-                draw_label(frame, frame_lines(milestone, (i + 1) * env.dt, speed_shown, cmd, dist, falls))
+                draw_label(frame, frame_lines(milestone, (i + 1) * env.dt, vel_shown, cmd, dist, falls))
                 td = clock()
                 writer.append_data(frame)
                 te = clock()
@@ -600,7 +628,8 @@ class ChunkRenderer:
             "codec": "h264",
             "sim_seconds": round(sim_s, 6),
             "video_seconds": round(steps / fps, 6),
-            "command_vx": cmd,
+            "command": list(cmd),
+            "mean_velocity": [round(float(x) / steps, 4) for x in vel_sum],  # own vx, vy m/s; yaw rate rad/s
             "start_position_m": start,
             "distance_m": round(distance, 4),
             "mean_forward_speed_mps": round(distance / sim_s, 4),
@@ -632,12 +661,13 @@ def _env_key(cfg: Config) -> str:
     import json
 
     d = cfg.to_dict()
-    return json.dumps({k: d[k] for k in ("env", "reward", "termination")}, sort_keys=True)
+    return json.dumps({k: d[k] for k in ("env", "command", "reward", "termination")}, sort_keys=True)
 
 
 def render_chunk(
     rd: RunDir, manifest: dict[str, Any], current: Config, steps: int | None = None, out: Path | None = None,
     progress: Progress | None = None, renderer: ChunkRenderer | None = None,
+    command: Sequence[float] = DEFAULT_COMMAND,
 ) -> tuple[dict[str, Any], ChunkRenderer]:
     """Render one verified checkpoint; write the video, then its manifest. Returns (manifest, renderer).
 
@@ -666,7 +696,7 @@ def render_chunk(
         renderer = ChunkRenderer(cfg, v.width, v.height)
         t_build = time.perf_counter() - tb
     startup = time.perf_counter() - t0
-    meta = renderer.render(rd, manifest, steps, v.fps, out, progress)
+    meta = renderer.render(rd, manifest, steps, v.fps, out, progress, command)
     meta["loop_seconds"] = meta.pop("render_seconds")
     meta["startup_seconds"] = round(startup, 3)
     meta["render_seconds"] = round(time.perf_counter() - t0, 3)
@@ -872,15 +902,19 @@ def progress_bar(enabled: bool, description: str) -> Iterator[Progress | None]:
 
 def main(
     run_dir: Path, current: Config, chunk: str | None, progression: bool, chunks: str | None,
-    layout: str, steps: int | None, out: Path | None,
+    layout: str, steps: int | None, out: Path | None, command: str | None = None,
 ) -> int:
     """``go2train video``. Raises VideoError for one-line errors; returns 0 on success."""
     rd = RunDir.at(run_dir)
+    cmd = parse_command(command)
     if steps is not None and steps < 1:
         raise VideoError(f"--steps must be >= 1, got {steps}")
     tty = sys.stderr.isatty()
     say = (lambda s: print(f"go2train: {s}", file=sys.stderr)) if tty else (lambda s: None)
     if progression:
+        if command is not None:
+            raise VideoError("--command goes with --chunk (a progression shows the milestone videos, "
+                             f"rendered at the default command {','.join(f'{x:g}' for x in DEFAULT_COMMAND)})")
         if chunk is not None:
             raise VideoError("--chunk and --progression are exclusive (use --chunks with --progression)")
         wanted = parse_chunks(chunks) if chunks is not None else None
@@ -897,7 +931,7 @@ def main(
     manifest = resolve_chunk(rd, want)
     target = Path(out) if out is not None else rd.video(int(manifest["chunk"]))
     with progress_bar(tty, manifest["name"]) as prog:
-        meta, _ = render_chunk(rd, manifest, current, steps=steps, out=target, progress=prog)
+        meta, _ = render_chunk(rd, manifest, current, steps=steps, out=target, progress=prog, command=cmd)
     print(f"{target}: {meta['frames']} frames {meta['width']}x{meta['height']} @ {meta['fps']} fps, "
           f"distance {meta['distance_m'] + 0.0:+.2f} m, {meta['mean_forward_speed_mps'] + 0.0:+.2f} m/s, "
           f"falls {meta['falls']}, {meta['render_seconds']:.1f} s")

@@ -134,6 +134,8 @@ class ChunkStats:
         self.speed_sum = float(d.get("speed_sum", 0.0))
         self.falls = int(d.get("falls", 0))
         self.terms = dict(d.get("terms", {}))
+        self.steps = float(d.get("steps", 0.0))  # episode steps with tracking sums (below)
+        self.track = dict(d.get("track", {}))  # sums over steps: move_steps, cmd_speed, speed_along, ...
 
     def add(self, ep: dict[str, Any]) -> None:
         r = float(ep["r"])
@@ -146,6 +148,10 @@ class ChunkStats:
         self.falls += bool(ep["fell"])
         for k, v in ep["terms"].items():
             self.terms[k] = self.terms.get(k, 0.0) + v
+        if isinstance(ep.get("track"), dict):
+            self.steps += ep["l"]
+            for k, v in ep["track"].items():
+                self.track[k] = self.track.get(k, 0.0) + float(v)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -160,7 +166,29 @@ class ChunkStats:
             "forward_speed_mean": self.speed_sum / n,
             "fall_rate": self.falls / n,
             "reward_terms": {k: v / n for k, v in sorted(self.terms.items())},
+            **self.tracking(),
         }
+
+    def tracking(self) -> dict[str, Any]:
+        """Tracking by what was commanded (docs/CONTRACTS.md): over the steps a robot was told to
+        move (|cmd_xy| > 0.1 m/s), the mean commanded speed and the mean speed along the
+        commanded direction (own frame); over all steps the mean linear (|cmd_xy - v_xy|, m/s) and
+        yaw-rate (|yaw - w_z|, rad/s) tracking errors and the share told to stand still. None
+        when no episode carried the sums."""
+        t, steps = self.track, self.steps
+        mv = t.get("move_steps", 0.0)
+        per = lambda k: t[k] / steps if steps > 0 and k in t else None  # noqa: E731
+        return {
+            "command_speed_mean": t["cmd_speed"] / mv if mv > 0 else None,
+            "speed_along_command_mean": t["speed_along"] / mv if mv > 0 else None,
+            "tracking_error_lin_mean": per("lin_err"),
+            "tracking_error_yaw_mean": per("yaw_err"),
+            "standing_share": per("stand_steps"),
+        }
+
+
+def _f3(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
 
 
 def peak_rss_mb() -> float:
@@ -516,7 +544,8 @@ class Worker:
             "peak_gpu_mb": self._peak_gpu_mb(),
             "peak_torch_reserved_mb": torch_peak_reserved_mb(),
             "profile": self.profile,
-            "command_vx": cfg.env.command_vx,
+            "command": {"vx_range": cfg.command.vx_range, "vy_range": cfg.command.vy_range,
+                        "yaw_range": cfg.command.yaw_range, "standing_share": cfg.command.standing_share},
             "n_envs": self.n_envs,
             "invalid_resets": venv.invalid_resets,
             "lr": model.current_lr(),
@@ -526,9 +555,10 @@ class Worker:
             "resumed_from": (src or {}).get("name"),
         }
         atomic_write_json(rd.chunk_metrics(self.milestone), metrics)
-        log.info("chunk %s done: %d episodes, reward %.2f, speed %.3f m/s, %.0f steps/s, save %.2f s",
-                 chunk_name(self.milestone), metrics["episodes"], metrics["reward_mean"],
-                 metrics["forward_speed_mean"], metrics["steps_per_s"], save_s)
+        log.info("chunk %s done: %d episodes, reward %.2f, speed along command %s of %s m/s, "
+                 "%.0f steps/s, save %.2f s", chunk_name(self.milestone), metrics["episodes"],
+                 metrics["reward_mean"], _f3(metrics["speed_along_command_mean"]),
+                 _f3(metrics["command_speed_mean"]), metrics["steps_per_s"], save_s)
         self.stop.set()
         self.set_phase("exiting")
         self._monitor.close()

@@ -343,7 +343,7 @@ class Supervisor:
         from go2train.guard import lazy_optimum_warning
 
         recs = [read_json(self.rd.chunk_metrics(c)) for c in sorted(self._chunks_done())]
-        w = lazy_optimum_warning([r for r in recs if isinstance(r, dict)], self.cfg.env.command_vx)
+        w = lazy_optimum_warning([r for r in recs if isinstance(r, dict)])  # commands: in the records
         if w:
             self._emit("warning", kind=w["kind"], message=w["message"], paying_terms=w["paying_terms"],
                        chunks=w["chunks"])

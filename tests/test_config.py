@@ -48,6 +48,13 @@ def test_run_dir_file_is_used_and_config_flag_wins(tmp_path):
         ("[env]\nbackend = 'tpu'\n", "[env] backend"),
         ("[env]\naction_latency = true\n", "[env] action_latency was replaced by [domain_rand] action_latency_steps"),
         ("[domain_rand]\nkp_range = [1.1, 0.9]\n", "[domain_rand] kp_range"),
+        # issue 13: the command keys moved to [command]; the error names the new key
+        ("[env]\ncommand_vx = 0.5\n", "[env] command_vx was replaced by [command] vx_range"),
+        ("[env]\ncommand_vx_range = [0.5, 0.5]\n", "[env] command_vx_range was replaced by [command] vx_range"),
+        ("[env]\nheading_command = false\n", "[env] heading_command was replaced by [command] heading"),
+        ("[env]\nresample_command_steps = 9\n", "[env] resample_command_steps was replaced by [command] resample_steps"),
+        ("[command]\nvx_range = [1.0, -1.0]\n", "vx_range must be [low, high]"),
+        ("[command]\nstanding_share = 1.5\n", "[command] standing_share"),
     ],
 )
 def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, text, needle):
@@ -62,6 +69,25 @@ def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, text, needle):
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0] and str(bad) in lines[0]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["go2train.toml"]  # nothing written
+
+
+def test_command_section_defaults_and_old_stored_configs_migrate():
+    """Issue 13: [command] holds ranges only; a checkpoint's stored config from before it (keys
+    in [env]) still loads, as the one fixed command it trained with."""
+    from go2train.config import from_dict
+
+    c = Config().command
+    assert (c.vx_range, c.vy_range, c.yaw_range, c.standing_share) == ([-1.0, 1.0], [-0.5, 0.5], [-1.0, 1.0], 0.1)
+    assert (c.heading, c.heading_gain, c.resample_steps) == (True, 0.5, 200)
+    old = {"env": {"n_envs": 8, "command_vx": 0.5, "command_vx_range": [0.5, 0.5], "command_vy": 0.0,
+                   "command_yaw": 0.0, "heading_command": False, "heading_gain": 0.3, "resample_command_steps": 50}}
+    m = from_dict(old, "chunk_000050.json config", stored=True)
+    assert m.env.n_envs == 8
+    assert (m.command.vx_range, m.command.vy_range, m.command.yaw_range) == ([0.5, 0.5], [0.0, 0.0], [0.0, 0.0])
+    assert (m.command.standing_share, m.command.heading, m.command.heading_gain, m.command.resample_steps) == (0.0, False, 0.3, 50)
+    assert "command_vx" in old["env"]  # the caller's dict is untouched
+    with pytest.raises(ConfigError, match=r"^f.toml: \[env\] command_vy was replaced by \[command\] vy_range"):
+        from_dict({"env": {"command_vy": 0.1}}, "f.toml")
 
 
 def test_missing_config_file_and_run_dir(tmp_path):

@@ -21,6 +21,9 @@ def env():
     cfg.env.n_envs = N
     cfg.env.episode_steps = 30
     cfg.domain_rand = DomainRandConfig.off(1)  # the env before randomisation (tests/test_domain_rand.py: with it)
+    # the command before issue 13: 0.5 m/s forward for every robot (the tests below rely on it)
+    cfg.command.vx_range, cfg.command.vy_range, cfg.command.yaw_range = [0.5, 0.5], [0.0, 0.0], [0.0, 0.0]
+    cfg.command.standing_share = 0.0
     return Go2Env(cfg)
 
 
@@ -106,6 +109,10 @@ def test_truncation_and_episode_info(venv, env):
         assert ep["l"] == steps and ep["t"] >= 0
         assert ep["r"] == pytest.approx(sum(ep["terms"].values()), rel=1e-4, abs=1e-5)
         assert abs(ep["dist"]) < 0.5 and ep["cmd_vx"] == 0.5
+        tr = ep["track"]  # tracking sums by what was commanded: 0.5 m/s every step
+        assert tr["move_steps"] == steps and tr["stand_steps"] == 0
+        assert tr["cmd_speed"] == pytest.approx(0.5 * steps, rel=1e-5)
+        assert 0.0 <= tr["lin_err"] / steps < 1.0 and abs(tr["speed_along"] / steps) < 0.5
     assert np.all(obs[:, 21:45] == 0) and np.all(np.abs(obs[:, 9:21]) <= env.cfg.env.reset_joint_noise + 1e-6)
 
 
@@ -193,9 +200,9 @@ def test_heading_command_steers_back_and_heading_frame_tracking_pays_no_circles(
     env.reset()
     env.step(torch.zeros(N, 12))
     cfg = env.cfg
-    saved = cfg.env.heading_command, cfg.reward.tracking_frame
+    saved = cfg.command.heading, cfg.reward.tracking_frame
     try:
-        cfg.env.heading_command = True
+        cfg.command.heading = True
         half = np.deg2rad(30) / 2  # robots turned 30 degrees to the left
         env.robot.set_quat(torch.tensor([[np.cos(half), 0.0, 0.0, np.sin(half)]] * N), zero_velocity=True)
         env.step(torch.zeros(N, 12))
@@ -217,7 +224,7 @@ def test_heading_command_steers_back_and_heading_frame_tracking_pays_no_circles(
         cfg.reward.tracking_frame = "heading"
         assert env._reward_tracking_lin_vel().tolist() == pytest.approx([1.0] * N)  # paid in full
     finally:
-        cfg.env.heading_command, cfg.reward.tracking_frame = saved
+        cfg.command.heading, cfg.reward.tracking_frame = saved
         env.reset()
 
 
@@ -253,3 +260,73 @@ def test_trot_clock_terms_pay_a_diagonal_step_not_a_stand():
         env.step(a)
         peak = torch.maximum(peak, env.foot_clearance())
     assert peak[0, 0] > 0.03 and peak[1].abs().max() < 0.01, peak
+
+
+def test_commands_respect_ranges_standing_share_and_resample_schedule():
+    """Issue 13: a real 64-robot scene with the default [command] ranges. Each draw lies in its
+    range, about standing_share of them are stand-still, and commands change only at an episode
+    start or every resample_steps steps."""
+    from go2train.env import Go2Env
+
+    cfg = Config()
+    cfg.env.n_envs = 64
+    cfg.env.episode_steps = 25
+    cfg.command.resample_steps = 10
+    cfg.command.heading = False  # the yaw slot is then the drawn yaw rate, constant between draws
+    c = cfg.command
+    assert (c.vx_range, c.vy_range, c.yaw_range, c.standing_share) == ([-1.0, 1.0], [-0.5, 0.5], [-1.0, 1.0], 0.1)
+    env = Go2Env(cfg)
+    env.reset()
+    draws = [env.commands.clone()]
+    resampled_total = changed_total = 0
+    for _ in range(50):
+        prev = env.commands.clone()
+        res = env.step(torch.zeros(64, 12))
+        changed = (env.commands != prev).any(1)
+        due = env.episode_length % 10 == 0  # on schedule (a reset robot's length is 0: also due)
+        due[res.done_idx] = True
+        assert not (changed & ~due).any(), "a command changed between resamples"
+        if bool(due.any()):
+            draws.append(env.commands[due].clone())
+        resampled_total += int(due.sum())
+        changed_total += int((changed & due).sum())
+    assert changed_total >= 0.95 * resampled_total  # stand-still to stand-still keeps the command: rare
+    d = torch.cat(draws)
+    assert len(d) >= 6 * 64
+    lo = torch.tensor([-1.0, -0.5, -1.0])
+    assert ((d >= lo - 1e-6) & (d <= -lo + 1e-6)).all()
+    for k, hi in enumerate((1.0, 0.5, 1.0)):  # the draws cover each range, both signs
+        assert d[:, k].max() > 0.8 * hi and d[:, k].min() < -0.8 * hi
+    standing = (d == 0).all(1).float().mean()
+    assert 0.04 <= float(standing) <= 0.18, standing
+    # The gait terms do not ask a robot told to stand to step; a robot told to move or turn is asked.
+    env.set_commands(torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.8]]).repeat(22, 1)[:64])
+    assert env.standing.tolist() == [True, False, False] * 21 + [True]
+    moving = env._moving()
+    assert moving.tolist() == [False, True, True] * 21 + [False]
+    assert (env._reward_gait_contact()[env.standing] == 0).all()
+    assert (env._reward_feet_swing_height()[env.standing] == 0).all()
+    # Fixed commands stay fixed across resamples and resets (eval, video).
+    for _ in range(30):
+        env.step(torch.zeros(64, 12))
+    assert env.commands[:3].flatten().tolist() == pytest.approx([0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.8])
+
+
+def test_heading_mode_turns_the_commanded_heading_at_the_yaw_rate():
+    from go2train.env import Go2Env
+
+    cfg = Config()
+    cfg.env.n_envs = 2
+    cfg.command.heading = True
+    env = Go2Env(cfg)
+    env.set_commands([[0.0, 0.0, 0.8], [0.0, 0.0, 0.0]])
+    env.reset()
+    assert env.commands[:, 2].tolist() == pytest.approx([0.8, 0.0])  # no heading error at the start
+    for _ in range(10):
+        env.step(torch.zeros(2, 12))
+    # the commanded heading turned 0.8 rad/s x 0.2 s; the standing robot's stays at the start heading
+    assert env.heading_target.tolist() == pytest.approx([0.16, 0.0], abs=1e-5)
+    yaw = torch.deg2rad(env.base_euler[:, 2])
+    want = torch.clip(env.yaw_command + 0.5 * (env.heading_target - yaw), -1.0, 1.0)
+    assert env.commands[:, 2].tolist() == pytest.approx(want.tolist(), abs=1e-4)
+    assert float(env.commands[0, 2]) > 0.8  # behind the commanded heading: turn faster

@@ -23,7 +23,7 @@ import pytest
 from helpers import go2train
 
 from go2train import checkpoint
-from go2train.evaluate import LEGS, is_lazy_optimum
+from go2train.evaluate import GRID, LEGS, is_lazy_command, is_lazy_optimum
 from go2train.runfiles import RunDir, chunk_name, read_json
 
 pytestmark = pytest.mark.genesis
@@ -138,7 +138,8 @@ def test_eval_figures_sane(run_dir, trained):
     stored = read_json(Path(run_dir) / "models" / "chunk_000001.json")["config"]
     assert r["chunk"] == 1 and r["episodes"] == EPISODES
     assert r["episode_steps"] == stored["env"]["episode_steps"] == 30
-    assert r["cmd_vx"] == stored["env"]["command_vx"]
+    assert r["reference"] == "forward 0.6" and r["cmd_vx"] == 0.6  # the grid's, not the stored ranges
+    assert "command_vx" not in stored["env"] and stored["command"]["vx_range"] == [-1.0, 1.0]
     for side in ("policy", "baseline"):
         _check_figs(r[side], r["episode_steps"], r["dt"])
     assert isinstance(r["lazy_optimum"], bool)
@@ -196,6 +197,8 @@ def test_lazy_optimum_fires_on_stand_still_policy(zero, trained):
     assert r["policy"]["reward"] == pytest.approx(r["baseline"]["reward"], rel=1e-5)
     assert r["policy"]["forward_speed"] < 0.5 * r["cmd_vx"]
     assert r["lazy_optimum"] is True
+    # ... and lazy on every command that asks for movement (it is the baseline everywhere)
+    assert r["summary"]["lazy_commands"] == [name for name, _ in GRID if name != "stand still"]
     assert r["baseline"] == trained["baseline"]  # computed once, identical
 
 
@@ -235,11 +238,16 @@ def test_cli_compare_json_and_table(run_dir, trained, zero):
     assert out[0]["policy"] == trained["policy"] and out[1]["policy"] == zero["policy"]
     assert [r["lazy_optimum"] for r in out] == [trained["lazy_optimum"], True]
 
-    res = runner.invoke(app, ["eval", "--run-dir", str(run_dir), "--chunk", "2", "--episodes", str(EPISODES),
-                              "--cmd", "0.5"], env={"COLUMNS": "160"})
+    assert [r["grid"] for r in out] == [trained["grid"], zero["grid"]]
+
+    res = runner.invoke(app, ["eval", "--run-dir", str(run_dir), "--chunk", "2", "--episodes", str(EPISODES)],
+                        env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
     assert "baseline (zero action)" in res.stdout and "lazy optimum" in res.stdout
     assert "YES" in res.stdout and "term height" in res.stdout
+    assert "command grid" in res.stdout and "turn left 0.8" in res.stdout and "mean lin error" in res.stdout
+    res = runner.invoke(app, ["eval", "--run-dir", str(run_dir), "--chunk", "2", "--cmd", "0.5"])
+    assert res.exit_code == 2  # issue 13: eval runs the fixed grid; there is no command to choose
 
 
 def test_cli_bad_chunk_is_one_line(run_dir, tmp_path):
@@ -285,8 +293,72 @@ def test_policy_acts_on_each_steps_observation(run_dir, trained):
         seen.append(obs.clone())
         return torch.zeros((env.n_envs, env.num_actions))
 
-    ev._run_pass(env, ev._eval_config(stored, EPISODES), 10, 0.5, act)
+    ev._run_pass(env, ev._eval_config(stored, EPISODES), 10, ev.grid_commands(EPISODES), act)
     assert len(seen) == 10
     # joint velocities change as the robot settles: the observations must differ step to step
     assert not torch.equal(seen[0], seen[5])
     assert all(not torch.equal(a, b) for a, b in zip(seen, seen[1:]))
+
+
+def test_grid_has_one_row_per_command_in_one_scene(trained, zero):
+    """Issue 13 item 2: one row per grid command with its figures, all robots in one scene."""
+    r = trained
+    assert r["robots"] == len(GRID) * EPISODES and len(GRID) == 9
+    names = [name for name, _ in GRID]
+    assert {"forward 0.3", "forward 0.6", "forward 1.0", "backward 0.5", "left 0.3", "right 0.3",
+            "turn left 0.8", "turn right 0.8", "stand still"} == set(names)
+    for res in (trained, zero):
+        for side in ("grid", "baseline_grid"):
+            rows = res[side]
+            assert [row["name"] for row in rows] == names
+            for row, (_, cmd) in zip(rows, GRID):
+                assert row["command"] == list(cmd)
+                for k in ("vx", "vy", "yaw_rate", "lin_error", "yaw_error", "survival", "tilt_deg", "reward"):
+                    assert isinstance(row[k], float) and math.isfinite(row[k]), (side, row["name"], k)
+                assert 0.0 <= row["survival"] <= 1.0 and row["lin_error"] >= 0 and row["yaw_error"] >= 0
+        for row in res["grid"]:
+            assert isinstance(row["lazy"], bool) and row["baseline_reward"] == pytest.approx(
+                next(b["reward"] for b in res["baseline_grid"] if b["name"] == row["name"]))
+    # Each group got its own command: errors are measured against it (mean of |error| >= |mean
+    # error|), and robots standing still (the baseline) miss a bigger command by more.
+    for res in (trained, zero):
+        for row in res["grid"] + res["baseline_grid"]:
+            vx, vy, yaw = row["command"]
+            assert row["lin_error"] >= math.hypot(vx - row["vx"], vy - row["vy"]) - 1e-6, row
+            assert row["yaw_error"] >= abs(yaw - row["yaw_rate"]) - 1e-6, row
+    b = {row["name"]: row for row in trained["baseline_grid"]}
+    assert b["forward 0.3"]["lin_error"] < b["forward 0.6"]["lin_error"] < b["forward 1.0"]["lin_error"]
+    assert min(b["turn left 0.8"]["yaw_error"], b["turn right 0.8"]["yaw_error"]) > b["stand still"]["yaw_error"] + 0.5
+    sm = trained["summary"]
+    assert set(sm) >= {"lin_error_moving", "yaw_error_turning", "worst_command", "worst_lin_error",
+                       "survival_min", "reference_vx", "lazy_commands", "progress_min", "progress_min_command"}
+    assert sm["worst_command"] in names and sm["reference_vx"] == trained["grid"][1]["vx"]
+    moving = [row["lin_error"] for row in trained["grid"] if row["name"] != "stand still"]
+    assert sm["lin_error_moving"] == pytest.approx(sum(moving) / len(moving))
+    print(f"grid eval ({trained['robots']} robots, {trained['episode_steps']} steps, policy + baseline): "
+          f"{trained['seconds']:.1f} s with the scene build, {zero['seconds']:.1f} s reusing it")
+
+
+def test_command_progress():
+    from go2train.evaluate import command_progress
+
+    row = lambda cmd, vx=0.0, vy=0.0, w=0.0: {"command": cmd, "vx": vx, "vy": vy, "yaw_rate": w}  # noqa: E731
+    assert command_progress(row([0.6, 0, 0], vx=0.3)) == pytest.approx(0.5)
+    assert command_progress(row([-0.5, 0, 0], vx=-0.5)) == pytest.approx(1.0)
+    assert command_progress(row([0, -0.3, 0], vx=0.6, vy=-0.15)) == pytest.approx(0.5)
+    assert command_progress(row([0, 0, -0.8], w=-0.4)) == pytest.approx(0.5)
+    assert command_progress(row([0, 0, 0])) is None and command_progress({}) is None
+
+
+def test_is_lazy_command_rule():
+    base = {"reward": 1.0}
+    row = lambda cmd, vx=0.0, vy=0.0, w=0.0, r=1.0: {"command": cmd, "vx": vx, "vy": vy, "yaw_rate": w, "reward": r}  # noqa: E731
+    assert is_lazy_command(row([0.6, 0, 0]), base)  # stands, earns as much
+    assert not is_lazy_command(row([0.6, 0, 0], vx=0.3), base)  # half the command: moving
+    assert not is_lazy_command(row([0.6, 0, 0], r=0.5), base)  # earns less: bad, not lazy
+    assert is_lazy_command(row([0, 0.3, 0], vx=0.5), base)  # fast, but not where told
+    assert not is_lazy_command(row([0, -0.3, 0], vy=-0.2), base)
+    assert is_lazy_command(row([-0.5, 0, 0], vx=0.5), base)  # forward at a backward command
+    assert is_lazy_command(row([0, 0, 0.8], w=0.1), base) and not is_lazy_command(row([0, 0, -0.8], w=-0.5), base)
+    assert not is_lazy_command(row([0, 0, 0]), base)  # stand still: nothing to be lazy about
+    assert not is_lazy_command({}, base)

@@ -10,11 +10,14 @@ import pytest
 from go2train.guard import lazy_optimum_warning, paying_terms
 
 
-def chunk(milestone, reward, speed, terms=None, **extra):
+def chunk(milestone, reward, speed, terms=None, cmd=0.5, **extra):
+    """A chunk record (issue 13 fields): commanded speed ``cmd``, achieved ``speed`` along it."""
     d = {
         "chunk": milestone, "episodes": 12800, "episodes_total": milestone * 256,
         "reward_mean": reward, "reward_min": -3.0, "reward_max": 25.0,
-        "forward_speed_mean": speed, "fall_rate": 0.1, "command_vx": 0.5,
+        "forward_speed_mean": 0.0, "fall_rate": 0.1,
+        "command_speed_mean": cmd, "speed_along_command_mean": speed,
+        "tracking_error_lin_mean": 0.4, "tracking_error_yaw_mean": 0.3, "standing_share": 0.1,
         "reward_terms": terms if terms is not None else {
             "height": 6.0, "tracking_lin_vel": 1.0, "alive": 1.0,
             "action_rate": -0.3, "similar_to_default": -0.2,
@@ -35,7 +38,7 @@ SEED_002 = [
 
 
 def test_seed_002_signature_fires():
-    w = lazy_optimum_warning(SEED_002, command_vx=0.5)
+    w = lazy_optimum_warning(SEED_002)
     assert w is not None
     assert w["kind"] == "lazy_optimum"
     assert w["chunks"] == [50, 100, 150]
@@ -51,7 +54,7 @@ def test_seed_002_signature_fires():
 
 def test_healthy_run_is_quiet():
     healthy = [chunk(50, 5.0, 0.10), chunk(100, 9.0, 0.30), chunk(150, 14.0, 0.48)]
-    assert lazy_optimum_warning(healthy, command_vx=0.5) is None
+    assert lazy_optimum_warning(healthy) is None
 
 
 def test_reward_flat_or_falling_is_quiet():
@@ -64,15 +67,15 @@ def test_reward_flat_or_falling_is_quiet():
 
 def test_speed_rising_but_below_half_command_fires():
     slow = [chunk(50, 10.0, 0.05), chunk(100, 12.0, 0.10), chunk(150, 14.0, 0.20)]
-    w = lazy_optimum_warning(slow, command_vx=0.5)
+    w = lazy_optimum_warning(slow)
     assert w is not None and "stays below half the command (0.25 m/s)" in w["message"]
-    # the same speeds are fine for a slow command
-    assert lazy_optimum_warning(slow, command_vx=0.3) is None
+    # the same speeds are fine for a slow command: each chunk is judged by what it commanded
+    assert lazy_optimum_warning([dict(c, command_speed_mean=0.3) for c in slow]) is None
 
 
 def test_one_chunk_at_half_the_command_is_not_all_below():
     runs = [chunk(50, 10.0, 0.25), chunk(100, 12.0, 0.10), chunk(150, 14.0, 0.26)]
-    assert lazy_optimum_warning(runs, command_vx=0.5) is None
+    assert lazy_optimum_warning(runs) is None
 
 
 def test_only_the_last_window_counts():
@@ -88,8 +91,25 @@ def test_too_few_chunks_or_no_command():
     assert lazy_optimum_warning([], 0.5) is None
     assert lazy_optimum_warning(SEED_002[:2], 0.5) is None
     assert lazy_optimum_warning(SEED_002[:2], 0.5, window=2) is not None
-    assert lazy_optimum_warning(SEED_002, 0.0) is None
-    assert lazy_optimum_warning(SEED_002, -0.5) is None
+    assert lazy_optimum_warning([dict(c, command_speed_mean=0.0) for c in SEED_002]) is None
+    # records with no command at all (nor a fallback): nothing to judge against
+    bare = [{k: v for k, v in c.items() if k not in ("command_speed_mean", "speed_along_command_mean")}
+            for c in SEED_002]
+    assert lazy_optimum_warning(bare) is None
+
+
+def test_records_from_before_issue_13_use_command_vx_and_forward_speed():
+    old = [{k: v for k, v in c.items() if k not in ("command_speed_mean", "speed_along_command_mean")}
+           for c in SEED_002]
+    for c, speed in zip(old, (0.33, 0.12, 0.01)):
+        c.update(forward_speed_mean=speed, command_vx=0.5)
+    w = lazy_optimum_warning(old)
+    assert w is not None and w["forward_speed"] == [0.33, 0.01] and w["command_speed"] == 0.5
+    for c in old:
+        del c["command_vx"]
+    assert lazy_optimum_warning(old) is None
+    assert lazy_optimum_warning(old, command_vx=0.5) is not None  # the fallback for such records
+    assert lazy_optimum_warning(old, command_vx=-0.5) is None
 
 
 def test_missing_or_bad_figures_never_raise():

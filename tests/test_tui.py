@@ -40,7 +40,12 @@ def chunk_metrics(milestone: int, reward: float, speed: float, started: float, *
                          "tracking_ang_vel": 0.2, "action_rate": -0.31, "similar_to_default": -0.12},
         "forward_speed_mean": speed, "fall_rate": 0.125, "steps_per_s": 12000.0,
         "startup_s": 12.0, "train_s": 400.0, "save_s": 0.5, "peak_rss_mb": 1536.0,
-        "peak_gpu_mb": None, "command_vx": 0.5, "started": started, "finished": started + 412.5,
+        "peak_gpu_mb": None, "started": started, "finished": started + 412.5,
+        # issue 13: what was commanded and achieved (speed along the command, m/s)
+        "command_speed_mean": 0.5, "speed_along_command_mean": speed, "tracking_error_lin_mean": 0.3,
+        "tracking_error_yaw_mean": 0.2, "standing_share": 0.1,
+        "command": {"vx_range": [-1.0, 1.0], "vy_range": [-0.5, 0.5], "yaw_range": [-1.0, 1.0],
+                    "standing_share": 0.1},
         "backend": "cpu",
     }
     d.update(extra)

@@ -120,7 +120,8 @@ def test_video_of_a_real_checkpoint(run_dir, chunk1_video):
     x, y, z = man["start_position_m"]
     assert abs(x) < 1e-6 and abs(y) < 1e-6
     assert z == pytest.approx(ck["config"]["env"]["base_init_height"], abs=1e-4)
-    assert man["command_vx"] == ck["config"]["env"]["command_vx"]
+    assert man["command"] == [0.6, 0.0, 0.0]  # issue 13: the eval grid's forward 0.6 by default
+    assert len(man["mean_velocity"]) == 3 and all(np.isfinite(man["mean_velocity"]))
     assert isinstance(man["falls"], int) and man["falls"] >= 0
     for key in ("distance_m", "mean_forward_speed_mps", "render_seconds", "sim_seconds"):
         assert np.isfinite(man[key]), key
@@ -241,6 +242,19 @@ def test_label_darkens_a_corner_and_draws_text():
     assert corner.min() < 100 and corner.max() > 200  # dark box, light text
     assert (frame[-10:, -10:] == 200).all()  # the rest untouched
     assert "-0.00" not in " ".join(video.frame_lines(250, 1.5, -0.0001, 0.5, -0.001, 0))
+    lines = video.frame_lines(250, 1.5, (0.55, -0.01, 0.02), (0.6, 0.0, -0.8), 1.0, 0)
+    assert "v +0.55 -0.01 m/s (cmd +0.60 +0.00)" in lines and "yaw +0.02 rad/s (cmd -0.80)" in lines
+
+
+def test_command_option_parses_and_rejects_in_one_line():
+    from go2train import video
+
+    assert video.parse_command(None) == video.DEFAULT_COMMAND == (0.6, 0.0, 0.0)
+    assert video.parse_command("0.5") == (0.5, 0.0, 0.0)
+    assert video.parse_command("0,0.3,-0.8") == (0.0, 0.3, -0.8)
+    for bad in ("x", "1,2,3,4", "nan", "9"):
+        with pytest.raises(video.VideoError, match="--command takes vx,vy,yaw"):
+            video.parse_command(bad)
 
 
 def test_stale_temp_files_are_cleaned(tmp_path):

@@ -1,25 +1,45 @@
 """The time-to-walk criteria of `go2train walkbench` (on eval figures as `go2train eval` returns them)."""
 
-from go2train.walkbench import walks
+from go2train.evaluate import GRID, grid_summary
+from go2train.walkbench import failed_criteria, walks
 
 
-def result(**policy):
-    base = {"forward_speed": 0.5, "displacement_speed": 0.48, "survival": 1.0, "base_height_mean": 0.27,
+def result(grid=None, **policy):
+    """An eval result (`go2train eval --json`, issue 13) of a policy that tracks every grid command
+    within 0.1 m/s and 0.1 rad/s; ``grid`` overrides fields of named rows."""
+    base = {"forward_speed": 0.6, "displacement_speed": 0.58, "survival": 1.0, "base_height_mean": 0.27,
             "tilt_deg": 3.0}
-    return {"policy": {**base, **policy}, "lazy_optimum": False}
+    rows = []
+    for name, (vx, vy, yaw) in GRID:
+        row = {"name": name, "command": [vx, vy, yaw], "vx": vx - 0.05, "vy": vy, "yaw_rate": yaw * 0.9,
+               "lin_error": 0.1, "yaw_error": 0.1, "survival": 1.0, "tilt_deg": 3.0, "reward": 10.0, "lazy": False}
+        row.update((grid or {}).get(name, {}))
+        rows.append(row)
+    return {"policy": {**base, **policy}, "lazy_optimum": False, "reference": "forward 0.6", "cmd_vx": 0.6,
+            "grid": rows, "summary": grid_summary(rows)}
 
 
-def test_a_straight_upright_walk_at_the_command_walks():
-    assert walks(result(), 0.5)
+def test_a_policy_tracking_the_grid_walks():
+    assert walks(result()) and failed_criteria(result()) == []
 
 
 def test_each_criterion_can_fail_alone():
-    assert not walks(result(forward_speed=0.44), 0.5)
-    assert not walks(result(displacement_speed=0.2), 0.5)  # walking in circles (heading speed is fine)
-    assert not walks(result(survival=0.9), 0.5)
-    assert not walks(result(base_height_mean=0.23), 0.5)
-    assert not walks(result(tilt_deg=6.0), 0.5)
-    assert not walks({**result(), "lazy_optimum": True}, 0.5)
+    assert not walks(result({"forward 0.6": {"vx": 0.44}}))  # the reference command: 0.6 +- 0.15
+    assert not walks(result({"forward 0.6": {"vx": 0.76}}))
+    assert walks(result({"forward 0.6": {"vx": 0.74}}))
+    assert not walks(result(displacement_speed=0.2))  # walking in circles (heading speed is fine)
+    assert not walks(result({"left 0.3": {"survival": 0.9}}))  # survival on every command
+    assert not walks(result({name: {"lin_error": 0.3} for name, _ in GRID}))  # mean lin error > 0.25
+    assert walks(result({"forward 1.0": {"lin_error": 0.5}}))  # one bad command within the mean
+    assert not walks(result({"turn left 0.8": {"yaw_error": 0.8}, "turn right 0.8": {"yaw_error": 0.5}}))
+    # a forward-only policy: small mean error, but it stands on a sideways command
+    assert not walks(result({"left 0.3": {"vx": 0.0, "vy": 0.1, "lin_error": 0.2}}))
+    assert walks(result({"left 0.3": {"vx": 0.0, "vy": 0.16, "lin_error": 0.14}}))
+    assert not walks(result(base_height_mean=0.23))
+    assert not walks(result(tilt_deg=6.0))
+    r = result()
+    r["lazy_optimum"] = True
+    assert failed_criteria(r) == ["lazy optimum"]
 
 
 def test_sigterm_stops_walkbench_and_its_daemon(tmp_path):

@@ -7,6 +7,7 @@ process building a real Genesis scene), so the suite pays the process start-up o
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -77,6 +78,13 @@ def test_01_first_chunk(run):
     assert metrics["episodes"] >= 8 and metrics["timesteps_total"] == m["timesteps"]
     assert set(metrics["reward_terms"]) >= {"height", "tracking_lin_vel", "action_rate"}
     assert 0.0 <= metrics["fall_rate"] <= 1.0 and metrics["peak_rss_mb"] > 100
+    # issue 13: tracking by what was commanded (docs/CONTRACTS.md)
+    assert metrics["command"] == {"vx_range": [-1.0, 1.0], "vy_range": [-0.5, 0.5], "yaw_range": [-1.0, 1.0],
+                                  "standing_share": 0.1} and "command_vx" not in metrics
+    assert 0.1 < metrics["command_speed_mean"] <= math.hypot(1.0, 0.5)  # over steps told to move
+    assert abs(metrics["speed_along_command_mean"]) < 1.0
+    assert metrics["tracking_error_lin_mean"] >= 0 and metrics["tracking_error_yaw_mean"] >= 0
+    assert 0.0 <= metrics["standing_share"] <= 1.0
     hb = read_json(run.heartbeat)
     assert hb["phase"] == "exiting" and hb["chunk"] == 2 and hb["timesteps"] == m["timesteps"]
     assert "faulthandler" not in p.stderr and run.worker_log.read_text().count("chunk_000002 done") == 1
