@@ -23,7 +23,7 @@ import torch
 from helpers import go2train
 
 from go2train import checkpoint
-from go2train.config import JOINT_NAMES, Config
+from go2train.config import JOINT_NAMES, Config, DomainRandConfig
 from go2train.export import obs_layout
 from go2train.runfiles import RunDir, chunk_name
 
@@ -38,8 +38,10 @@ def _config() -> Config:
     cfg = Config()
     e = cfg.env
     e.n_envs, e.episode_steps, e.backend = N, 30, "cpu"
-    e.command_vx_range = [0.2, 0.8]  # robots get different commands
-    e.command_vy = 0.3  # a non-zero lateral command: its scale is checked too
+    cfg.command.vx_range = [0.2, 0.8]  # robots get different commands
+    cfg.command.vy_range = [0.3, 0.3]  # a non-zero lateral command: its scale is checked too
+    cfg.command.standing_share = 0.0
+    cfg.domain_rand = DomainRandConfig.off(1)  # the observations are rebuilt exactly from state below
     e.obs_scale_dof_pos = 1.1  # every part's scale differs from 1 somewhere: a missing scale is caught
     p = cfg.ppo
     p.n_steps, p.batch_size, p.net_arch = 8, 16, [32, 32]
@@ -203,7 +205,7 @@ def test_policy_json_describes_the_export(ckpt, exported):
     assert (j["kp"], j["kd"], j["action_scale"], j["clip_actions"]) == (cfg.env.kp, cfg.env.kd, cfg.env.action_scale,
                                                                           cfg.env.clip_actions)
     c = doc["control"]
-    assert (c["dt_s"], c["substeps"], c["action_latency"]) == (cfg.env.dt, cfg.env.substeps, cfg.env.action_latency)
+    assert (c["dt_s"], c["substeps"], c["action_latency_steps"]) == (cfg.env.dt, cfg.env.substeps, [1, 1])
     assert doc["gait_clock"]["period_steps"] == cfg.env.gait_period_steps
     assert (doc["output"]["low"], doc["output"]["high"]) == (-1.0, 1.0)
     assert doc["check"]["observations"] >= 100 and max(doc["check"]["max_abs_diff"].values()) <= TOL
