@@ -290,8 +290,12 @@ class Go2Env:
         self.step_count = 0
 
     def seed(self, seed: int) -> None:
+        """Reseed both random streams and restart the slow-redraw schedule, so that a seeded reset
+        reproduces the same rollout whatever this env ran before."""
         self.gen.manual_seed(int(seed))
         self.rand_gen.manual_seed(int(seed) + RAND_SEED_OFFSET)
+        self.step_count = 0
+        self.slow_pending[:] = False
 
     # ------------------------------------------------------------------ state
     def _read_state(self) -> None:
@@ -417,6 +421,7 @@ class Go2Env:
             self.slow_pending[idx] = True
         else:
             self._rand_slow(idx)
+            self.slow_pending[idx] = False  # redrawn now
         self._rand_motors(idx)
         self._rand_joints(idx)
         self._rand_latency(idx)
