@@ -36,3 +36,14 @@ def procs_mentioning(path: Path) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return out
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under ``root`` (and root itself) with its type, size and mtime; symlinks not followed."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            out[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out

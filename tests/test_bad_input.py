@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import clean_env, procs_mentioning
+from helpers import clean_env, procs_mentioning, snapshot
 
 import helpers
 from go2train import checkpoint
@@ -46,15 +46,6 @@ def go2train(*args: str, env: dict[str, str] | None = None, timeout: float = 60)
     return helpers.go2train(*args, env=env or clean_env(), timeout=timeout)
 
 
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every path under ``root`` (and root itself) with its type, size and mtime; symlinks not followed."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [".", *dirnames, *filenames]:
-            p = Path(dirpath) / name
-            st = os.lstat(p)
-            out[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return out
 
 
 def one_line_error(p: subprocess.CompletedProcess, needle: str = "") -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import subprocess
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import go2train
+from helpers import go2train, snapshot
 
 from go2train import checkpoint
 from go2train.config import JOINT_NAMES, Config, DomainRandConfig
@@ -270,16 +269,6 @@ def test_closed_loop_from_policy_json_alone(env, ckpt, exported):
 
 
 # ---------------------------------------------------------------- the command line
-def _tree(root: Path) -> dict[str, tuple]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [".", *dirnames, *filenames]:
-            p = Path(dirpath) / name
-            st = os.lstat(p)
-            out[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return out
-
-
 def test_cli_export(ckpt, tmp_path):
     d, model, vn, real = ckpt
     out = tmp_path / "deep" / "export"
@@ -310,13 +299,13 @@ def test_cli_bad_input_one_line_nothing_written(ckpt, tmp_path, case):
     }[case]
     if "--run-dir" not in args:
         args = [*args, "--run-dir", str(d)]
-    before = _tree(d)
+    before = snapshot(d)
     p = _go2train("export", *args, timeout=120)
     assert p.returncode == 2, (p.returncode, p.stderr)
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("go2train: ") and needle in lines[0], p.stderr
     assert p.stdout == ""
-    assert _tree(d) == before
+    assert snapshot(d) == before
     assert not (tmp_path / "nope").exists()
 
 
