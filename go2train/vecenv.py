@@ -98,8 +98,9 @@ class Go2VecEnv(VecEnv):
         truncated = [row[4] > 0.5 for row in rows]
         self.invalid_resets += int(sum(row[5] for row in rows))
         cmd = [row[6] for row in rows]
-        track = [row[7:13] for row in rows]
-        terms = [row[13:] for row in rows]
+        k = 7 + len(TRACK_KEYS)  # the columns after the fixed seven: tracking sums, then reward terms
+        track = [row[7:k] for row in rows]
+        terms = [row[k:] for row in rows]
         t = round(time.time() - self.t_start, 6)
         dt = self.env.dt
         out = []
