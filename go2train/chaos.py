@@ -52,10 +52,15 @@ from typing import Any, Callable
 
 import psutil
 
-from go2train import checkpoint
-from go2train.runfiles import (
-    STARTUP_PHASES, RunDir, append_jsonl, atomic_write_bytes, atomic_write_json, chunk_name, read_json, read_jsonl,
+from go2train.run import checkpoint
+from go2train.run.files import (
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    read_jsonl,
 )
+from go2train.run.layout import STARTUP_PHASES, RunDir, chunk_name
 from supervisor.pidlock import probe
 
 # ---------------------------------------------------------------- the campaign's run
@@ -424,7 +429,7 @@ class Campaign:
         return None
 
     def chunks_done(self) -> list[int]:
-        return [int(p.stem.split("_")[1]) for p in self.rd.chunk_logs.glob("chunk_*.json")]
+        return self.rd.chunk_records()
 
     def fired(self) -> dict[str, dict[str, Any]]:
         return {str(e.get("spec")): e for e in read_jsonl(self.rd.logs / "failpoints.fired")}
@@ -718,7 +723,7 @@ class Campaign:
     def set_target(self) -> int:
         """``[chunk] max_episodes`` = the chunk in progress: every worker started from now on stops
         there (one started earlier finishes it with exit 0; the next one then exits RUN_COMPLETE)."""
-        records = [int(p.stem.split("_")[1]) for p in self.rd.chunk_logs.glob("chunk_*.json")]
+        records = self.rd.chunk_records()
         hb_chunk = self.heartbeat().get("chunk")
         target = max(max(records, default=0) + EPISODES, hb_chunk if isinstance(hb_chunk, int) else 0)
         atomic_write_bytes(self.rd.config_file, campaign_toml(self.n_faults, max_episodes=target).encode())
@@ -868,10 +873,10 @@ class Campaign:
 
         # 4. target
         recs = {}
-        for p in sorted(rd.chunk_logs.glob("chunk_*.json")):
-            d = read_json(p)
+        for m in rd.chunk_records():
+            d = read_json(rd.chunk_metrics(m))
             if isinstance(d, dict):
-                recs[int(p.stem.split("_")[1])] = d
+                recs[m] = d
         chunks = sorted(recs)
         final_state = self.state().get("state")
         add("target reached", self.ended_by == "DONE" and final_state == "DONE" and self.target in recs

@@ -14,8 +14,8 @@ from typing import Optional
 
 import typer
 
-from go2train import exitcodes
 from go2train.config import ConfigError, load
+from go2train.run import exitcodes
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train a Unitree Go2 to walk in Genesis, in isolated chunks, under a supervisor daemon.")
@@ -133,7 +133,7 @@ def config_show(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -
 @app.command("train-chunk", hidden=True)  # the supervisor runs it; docs/CONTRACTS.md
 def train_chunk(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Train one chunk in this process (the supervisor runs this; exit codes: docs/CONTRACTS.md)."""
-    from go2train import worker
+    from go2train.train import worker
 
     run_dir = check_run_dir(run_dir, writable=True)
     load_config(config, run_dir)
@@ -149,7 +149,7 @@ def bench(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Measure env-steps/s: raw scene.step, the VecEnv, and SB3 PPO learn(); plus start-up time."""
-    from go2train import bench as bench_mod
+    from go2train.tools import bench as bench_mod
 
     cfg = load_config(config, check_run_dir(run_dir))
     try:
@@ -172,7 +172,7 @@ def walkbench(
                                   help="Also stop once a finished chunk reaches this many timesteps (0 = off)."),
 ) -> None:
     """Time-to-walk: train a fresh run for MINUTES with the real daemon, then evaluate every chunk."""
-    from go2train import walkbench as wb
+    from go2train.tools import walkbench as wb
 
     if config is not None:
         load_config(config, Path("."))
@@ -226,7 +226,7 @@ def eval_cmd(
 ) -> None:
     """Measure a checkpoint's policy on the fixed command grid (tracking error per command) against a
     stand-still baseline; flag a lazy optimum (docs/EVAL.md)."""
-    from go2train import evaluate as ev
+    from go2train.tools import evaluate as ev
 
     run_dir = check_run_dir(run_dir)
     try:
@@ -261,13 +261,13 @@ def video_cmd(
     ),
 ) -> None:
     """Render a checkpoint's policy to an H.264 MP4 with its manifest (docs/VIDEO.md)."""
-    from go2train import video
+    from go2train.tools import video
 
     run_dir = check_run_dir(run_dir)
     cfg = load_config(config, run_dir)
     try:
         if progress_file is not None and chunk is not None and not progression and chunks is None:
-            from go2train import milestone_render
+            from go2train.tools import milestone_render
 
             code = milestone_render.main(run_dir, cfg, chunk, steps, out, progress_file)
         else:
@@ -284,7 +284,7 @@ def export_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/exports/chunk_NNNNNN/)."),
 ) -> None:
     """Export a checkpoint's policy: policy.onnx, TorchScript policy.pt, policy.json (docs/EXPORT.md)."""
-    from go2train import export as ex
+    from go2train.tools import export as ex
 
     run_dir = check_run_dir(run_dir)
     try:

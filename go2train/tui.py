@@ -38,7 +38,8 @@ from rich.text import Text
 
 from go2train import guard
 from go2train.config import Config, load
-from go2train.runfiles import CHUNK_RE, RunDir, read_json
+from go2train.run.files import read_json
+from go2train.run.layout import RunDir, parse_chunk
 
 ACTIVE_STATES = ("STARTING", "RUNNING", "BACKOFF", "RENDERING", "STOPPING")
 STATE_STYLES = {
@@ -57,8 +58,6 @@ DISK_MIN_PCT = 5.0
 DISK_MIN_GB = 2.0
 SPARKS = "▁▂▃▄▅▆▇█"
 MAX_ROWS_UNFITTED = 50  # chunk rows printed when no terminal height is known
-VIDEO_RE = re.compile(r"^chunk_(\d{6})\.mp4$")
-MODEL_RE = re.compile(r"^(chunk_\d{6}|resume)\.(zip|json)$")
 OK_EXITS = ("chunk_done", "run_complete", "stopped")
 
 
@@ -147,16 +146,12 @@ def has_run(run_dir: str | Path) -> bool:
     rd = RunDir.at(run_dir)
     if rd.state.exists() or rd.heartbeat.exists():
         return True
-    for folder, pattern in ((rd.chunk_logs, CHUNK_RE), (rd.models, MODEL_RE)):
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in names:
-            if folder == rd.chunk_logs and name.endswith(".json") and pattern.match(name[:-5]):
-                return True
-            if folder == rd.models and pattern.match(name):
-                return True
+    if rd.chunk_records() or rd.checkpoints():
+        return True
+    try:
+        return any(n in ("resume.zip", "resume.json") or parse_chunk(n, ".zip") is not None for n in os.listdir(rd.models))
+    except OSError:
+        pass
     return False
 
 
@@ -289,48 +284,34 @@ class Reader:
 
     def _read_chunks(self) -> list[dict]:
         seen = {}
-        try:
-            entries = list(os.scandir(self.rd.chunk_logs))
-        except OSError:
-            entries = []
-        for e in entries:
-            if not e.name.endswith(".json"):
-                continue
-            m = CHUNK_RE.match(e.name[:-5])
-            if not m:
-                continue
+        for milestone in self.rd.chunk_records():
+            path = self.rd.chunk_metrics(milestone)
             try:
-                st = e.stat()
+                st = path.stat()
             except OSError:
                 continue
             key = (st.st_mtime_ns, st.st_size)
-            cached = self._chunks.get(e.name)
+            cached = self._chunks.get(path.name)
             if cached and cached[0] == key:
-                seen[e.name] = cached
+                seen[path.name] = cached
                 continue
-            data = read_json(e.path)
+            data = read_json(path)
             if not isinstance(data, dict):
                 continue
             if as_int(data.get("chunk")) is None:
-                data["chunk"] = int(m.group(1))
-            seen[e.name] = (key, data)
+                data["chunk"] = milestone
+            seen[path.name] = (key, data)
         self._chunks = seen
         return sorted((d for _, d in seen.values()), key=lambda d: as_int(d["chunk"]))
 
     def _videos(self) -> set[int]:
-        try:
-            names = os.listdir(self.rd.videos)
-        except OSError:
-            return set()
         out = set()
-        for name in names:
-            m = VIDEO_RE.match(name)
-            if m:
-                try:
-                    if os.path.getsize(self.rd.videos / name) > 0:
-                        out.add(int(m.group(1)))
-                except OSError:
-                    pass
+        for milestone in self.rd.video_files():
+            try:
+                if self.rd.video(milestone).stat().st_size > 0:
+                    out.add(milestone)
+            except OSError:
+                pass
         return out
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from typing import Callable
 import psutil
 
 from go2train.config import Config
-from go2train.runfiles import RunDir, append_jsonl, atomic_write_json, read_json
-
+from go2train.run.files import append_jsonl, atomic_write_json, read_json
+from go2train.run.layout import RunDir
 from supervisor import procs
 from supervisor.pidlock import AlreadyRunning, PidLock, probe
 

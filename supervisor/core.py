@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from go2train.config import Config
-from go2train.runfiles import CHUNK_RE, STARTUP_PHASES, RunDir, append_jsonl, atomic_write_json, read_json
-
+from go2train.run.files import append_jsonl, atomic_write_json, read_json
+from go2train.run.layout import STARTUP_PHASES, RunDir
 from supervisor import procs
 from supervisor.policy import RestartPolicy
 
@@ -297,17 +297,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ chunks
     def _chunks_done(self) -> list[int]:
-        try:
-            names = os.listdir(self.rd.chunk_logs)
-        except OSError:
-            return []
-        out = []
-        for name in names:
-            if name.endswith(".json"):
-                m = CHUNK_RE.match(name[:-5])
-                if m:
-                    out.append(int(m.group(1)))
-        return out
+        return self.rd.chunk_records()
 
     def _expected_chunk(self) -> int:
         """The chunk a new worker should produce: the one after the newest logs/chunks record.

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from go2train import exitcodes
+from go2train.run import exitcodes
 
 LOG_ROTATE_BYTES = 64 * 2**20
 

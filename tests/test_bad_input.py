@@ -26,13 +26,14 @@ import sys
 import time
 from pathlib import Path
 
+import helpers
 import psutil
 import pytest
 from helpers import clean_env, procs_mentioning, snapshot
 
-import helpers
-from go2train import checkpoint
-from go2train.runfiles import RunDir, read_json
+from go2train.run import checkpoint
+from go2train.run.files import read_json
+from go2train.run.layout import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from helpers import clean_env
 
 from go2train import chaos
@@ -94,7 +93,7 @@ def test_stale_resume_point_of_a_discarded_lineage_is_not_loaded():
     finishes within one resume interval, so the old lineage's resume point (chunk N, more timesteps)
     is still there. The worker that loads the NEW chunk N must not stack that resume point on it
     (it did: chunk records and monitor.csv then disagreed about the episode count)."""
-    from go2train.worker import resume_point_applies
+    from go2train.train.worker import resume_point_applies
 
     base = {"chunk": 100, "timesteps": 8000, "created": 2000.0}
     stale = {"chunk": 100, "timesteps": 9000, "created": 1500.0}  # written before the new chunk 100

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from helpers import clean_env
+from helpers import go2train as run
+
 import go2train
-from helpers import clean_env, go2train as run
 
 
 def test_version_prints_the_package_version():

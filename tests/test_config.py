@@ -105,7 +105,13 @@ def test_config_show_prints_effective_config(tmp_path):
 
 # ---------------------------------------------------------------- backend-aware defaults (issue 12 item 2)
 from go2train import config as config_mod  # noqa: E402
-from go2train.config import CONFIG_FILENAME, GPU_PROFILE, GpuProbe, detect_gpu, profile_of  # noqa: E402
+from go2train.config import (  # noqa: E402
+    CONFIG_FILENAME,
+    GPU_PROFILE,
+    GpuProbe,
+    detect_gpu,
+    profile_of,
+)
 
 GPU = GpuProbe(True, "stand-in: 1 device, NVIDIA H100", ("NVIDIA H100",))
 NO_GPU = GpuProbe(False, "stand-in: no NVIDIA driver")

@@ -36,7 +36,7 @@ RAND = DomainRandConfig(
 
 @pytest.fixture(scope="module")
 def rand():
-    from go2train.env import Go2Env
+    from go2train.sim.env import Go2Env
 
     env = Go2Env(_cfg(RAND))
     assert env.batched_dofs and env.batched_links
@@ -45,7 +45,7 @@ def rand():
 
 @pytest.fixture(scope="module")
 def plain():
-    from go2train.env import Go2Env
+    from go2train.sim.env import Go2Env
 
     env = Go2Env(_cfg(DomainRandConfig.off(1)))
     assert not env.batched_dofs and not env.batched_links
@@ -375,7 +375,7 @@ def test_everything_off_reproduces_the_rollout_from_before_randomisation(plain):
 def test_swing_clearance_is_the_median_of_each_swings_peak(plain):
     """eval's ``swing_clearance_m``: every robot lifts its FR foot once (a swing of ~20 steps) and
     puts it down; the figure is the median over those swings of each one's highest clearance."""
-    from go2train.evaluate import _figures, _run_pass
+    from go2train.tools.evaluate import _figures, _run_pass
 
     cfg = plain.cfg.model_copy(deep=True)
     cfg.domain_rand = DomainRandConfig.off(1)

@@ -15,7 +15,7 @@ N = 4
 
 @pytest.fixture(scope="module")
 def env():
-    from go2train.env import Go2Env
+    from go2train.sim.env import Go2Env
 
     cfg = Config()
     cfg.env.n_envs = N
@@ -29,7 +29,7 @@ def env():
 
 @pytest.fixture()
 def venv(env):
-    from go2train.vecenv import Go2VecEnv
+    from go2train.sim.vecenv import Go2VecEnv
 
     v = Go2VecEnv(env)
     v.reset()
@@ -142,7 +142,7 @@ def test_seed_makes_rollouts_reproducible(venv):
 def test_ppo_learns_end_to_end_with_vecnormalize(venv, env):
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from go2train.ppo import make_ppo
+    from go2train.train.ppo import make_ppo
 
     cfg = env.cfg
     cfg.ppo.n_steps = 8
@@ -160,7 +160,7 @@ def test_ppo_learns_end_to_end_with_vecnormalize(venv, env):
 def test_quaternion_helpers_match_genesis():
     from genesis.utils.geom import inv_quat, quat_to_xyz, transform_by_quat
 
-    from go2train.env import quat_rotate_inverse, quat_to_rpy_deg
+    from go2train.sim.env import quat_rotate_inverse, quat_to_rpy_deg
 
     g = torch.Generator().manual_seed(0)
     q = torch.randn(64, 4, generator=g)
@@ -171,7 +171,7 @@ def test_quaternion_helpers_match_genesis():
 
 
 def test_feet_air_time_times_swings_at_touchdown():
-    from go2train.env import Go2Env
+    from go2train.sim.env import Go2Env
 
     cfg = Config()
     cfg.env.n_envs = 2
@@ -230,7 +230,7 @@ def test_heading_command_steers_back_and_heading_frame_tracking_pays_no_circles(
 
 def test_trot_clock_terms_pay_a_diagonal_step_not_a_stand():
     from go2train.config import ConfigError, from_dict
-    from go2train.env import Go2Env
+    from go2train.sim.env import Go2Env
 
     with pytest.raises(ConfigError, match=r"\[reward\] gait_contact needs a gait clock"):
         from_dict({"env": {"gait_period_steps": 0}, "reward": {"gait_contact": 0.5, "feet_swing_height": 0.0}},
@@ -266,7 +266,7 @@ def test_commands_respect_ranges_standing_share_and_resample_schedule():
     """Issue 13: a real 64-robot scene with the default [command] ranges. Each draw lies in its
     range, about standing_share of them are stand-still, and commands change only at an episode
     start or every resample_steps steps."""
-    from go2train.env import Go2Env
+    from go2train.sim.env import Go2Env
 
     cfg = Config()
     cfg.env.n_envs = 64
@@ -313,7 +313,7 @@ def test_commands_respect_ranges_standing_share_and_resample_schedule():
 
 
 def test_heading_mode_turns_the_commanded_heading_at_the_yaw_rate():
-    from go2train.env import Go2Env
+    from go2train.sim.env import Go2Env
 
     cfg = Config()
     cfg.env.n_envs = 2

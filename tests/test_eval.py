@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 from helpers import go2train
 
-from go2train import checkpoint
-from go2train.evaluate import GRID, LEGS, is_lazy_command, is_lazy_optimum
-from go2train.runfiles import RunDir, chunk_name, read_json
+from go2train.run import checkpoint
+from go2train.run.files import read_json
+from go2train.run.layout import RunDir, chunk_name
+from go2train.tools.evaluate import GRID, LEGS, is_lazy_command, is_lazy_optimum
 
 pytestmark = pytest.mark.genesis
 
@@ -53,8 +54,8 @@ def _zero_policy_checkpoint(rd: RunDir, src: int, dst: int) -> None:
     """chunk ``dst``: chunk ``src``'s policy with a zeroed action head (it always outputs 0)."""
     import torch
 
-    from go2train.ppo import ChunkedPPO
-    from go2train.worker import _write_with
+    from go2train.train.ppo import ChunkedPPO
+    from go2train.train.worker import _write_with
 
     m = checkpoint.verify(rd, chunk_name(src))
     model = ChunkedPPO.load(str(checkpoint.model_path(rd, m, "model")), device="cpu")
@@ -87,14 +88,14 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(run_dir):
-    from go2train.evaluate import evaluate
+    from go2train.tools.evaluate import evaluate
 
     return evaluate(run_dir, 1, episodes=EPISODES)
 
 
 @pytest.fixture(scope="module")
 def zero(run_dir, trained):
-    from go2train.evaluate import evaluate
+    from go2train.tools.evaluate import evaluate
 
     return evaluate(run_dir, "latest", episodes=EPISODES)
 
@@ -150,7 +151,7 @@ def test_eval_figures_sane(run_dir, trained):
 
 def test_push_test_randomises_and_kicks(run_dir, trained):
     """`eval --push`: the default [domain_rand] plus 4 kicks of 0.5 m/s, 4 s apart (18 s episodes)."""
-    from go2train.evaluate import evaluate
+    from go2train.tools.evaluate import evaluate
 
     r = evaluate(run_dir, 1, episodes=EPISODES, push=True)
     assert trained["push"] is None
@@ -166,7 +167,7 @@ def test_gait_sync_tells_a_trot_from_a_pace_and_a_shuffle():
     """The gait figures on synthetic foot heights (FR, FL, RR, RL) of three robots."""
     import torch
 
-    from go2train.evaluate import _GaitSync
+    from go2train.tools.evaluate import _GaitSync
 
     t = torch.arange(200, dtype=torch.float64) * 0.02
     lift = lambda phase: 0.05 * torch.clamp(torch.sin(2 * math.pi * 2.0 * t + phase), min=0)  # noqa: E731
@@ -282,7 +283,7 @@ def test_policy_acts_on_each_steps_observation(run_dir, trained):
     """Regression: the policy must see the observation of every step, not the first one forever."""
     import torch
 
-    from go2train import evaluate as ev
+    from go2train.tools import evaluate as ev
 
     stored = read_json(Path(run_dir) / "models" / "chunk_000001.json")["config"]
     cfg = ev._eval_config(stored, EPISODES)
@@ -340,7 +341,7 @@ def test_grid_has_one_row_per_command_in_one_scene(trained, zero):
 
 
 def test_command_progress():
-    from go2train.evaluate import command_progress
+    from go2train.tools.evaluate import command_progress
 
     row = lambda cmd, vx=0.0, vy=0.0, w=0.0: {"command": cmd, "vx": vx, "vy": vy, "yaw_rate": w}  # noqa: E731
     assert command_progress(row([0.6, 0, 0], vx=0.3)) == pytest.approx(0.5)

@@ -1,4 +1,4 @@
-"""`go2train export` and :func:`go2train.export.obs_layout` on a REAL small Genesis scene (CPU, 2 robots).
+"""`go2train export` and :func:`go2train.tools.export.obs_layout` on a REAL small Genesis scene (CPU, 2 robots).
 
 One scene per module (this pytest process): the layout test reads its observations, and the
 checkpoint is a real SB3 model made by the project's factories (``ppo.make_ppo`` over
@@ -21,10 +21,10 @@ import pytest
 import torch
 from helpers import go2train, snapshot
 
-from go2train import checkpoint
 from go2train.config import JOINT_NAMES, Config, DomainRandConfig
-from go2train.export import obs_layout
-from go2train.runfiles import RunDir, chunk_name
+from go2train.run import checkpoint
+from go2train.run.layout import RunDir, chunk_name
+from go2train.tools.export import obs_layout
 
 pytestmark = pytest.mark.genesis
 
@@ -54,7 +54,7 @@ def _go2train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def env():
-    from go2train.env import Go2Env
+    from go2train.sim.env import Go2Env
 
     return Go2Env(_config())
 
@@ -111,9 +111,9 @@ def test_obs_layout_without_gait_clock():
 def ckpt(env, tmp_path_factory):
     """A run dir with chunk CHUNK: a fresh make_ppo model whose VecNormalize has seen 40 steps of
     the real scene. Returns (run dir, model, VecNormalize, raw observations seen)."""
-    from go2train.ppo import make_ppo, normalize
-    from go2train.vecenv import Go2VecEnv
-    from go2train.worker import _write_with
+    from go2train.sim.vecenv import Go2VecEnv
+    from go2train.train.ppo import make_ppo, normalize
+    from go2train.train.worker import _write_with
 
     cfg = env.cfg
     vn = normalize(cfg.ppo, Go2VecEnv(env))
@@ -154,7 +154,7 @@ def _sb3(model, vn, x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(ckpt):
-    from go2train.export import export
+    from go2train.tools.export import export
 
     d, *_ = ckpt
     res = export(d, "latest")
@@ -311,7 +311,7 @@ def test_cli_bad_input_one_line_nothing_written(ckpt, tmp_path, case):
 
 def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
     """A write that fails midway (full disk, read-only mount) removes what this export made."""
-    from go2train import export as ex
+    from go2train.tools import export as ex
 
     calls = []
 
@@ -336,10 +336,10 @@ def test_export_without_obs_normalisation(env, tmp_path):
 
     import onnxruntime as ort
 
-    from go2train.export import export
-    from go2train.ppo import make_ppo, normalize
-    from go2train.vecenv import Go2VecEnv
-    from go2train.worker import _write_with
+    from go2train.sim.vecenv import Go2VecEnv
+    from go2train.tools.export import export
+    from go2train.train.ppo import make_ppo, normalize
+    from go2train.train.worker import _write_with
 
     cfg = copy.deepcopy(env.cfg)
     cfg.ppo.normalize_obs = False

@@ -12,8 +12,8 @@ import types
 
 import pytest
 
-from go2train import gpumem
-from go2train.gpumem import GpuMemProbe
+from go2train.train import gpumem
+from go2train.train.gpumem import GpuMemProbe
 
 MIB = 2**20
 
@@ -145,8 +145,8 @@ def test_worker_heartbeat_and_chunk_record_carry_it(tmp_path, mode, expected):
         import json, sys
         from pathlib import Path
         from go2train.config import load
-        from go2train.runfiles import RunDir
-        from go2train.worker import Worker
+        from go2train.run.layout import RunDir
+        from go2train.train.worker import Worker
         rd = RunDir.at(Path(sys.argv[1])); rd.make()
         w = Worker(rd, load(None, rd.root))
         hb = w.heartbeat()

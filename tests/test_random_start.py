@@ -15,7 +15,7 @@ N, STEPS = 6, 30
 
 @pytest.fixture(scope="module")
 def env():
-    from go2train.env import Go2Env
+    from go2train.sim.env import Go2Env
 
     cfg = Config()
     cfg.env.n_envs = N
@@ -24,7 +24,7 @@ def env():
 
 
 def test_random_start_desynchronises_time_outs_and_counts_the_steps_lived(env):
-    from go2train.vecenv import Go2VecEnv
+    from go2train.sim.vecenv import Go2VecEnv
 
     venv = Go2VecEnv(env, random_start=True)
     obs = venv.reset()
@@ -46,7 +46,7 @@ def test_random_start_desynchronises_time_outs_and_counts_the_steps_lived(env):
 
 
 def test_without_random_start_every_clock_starts_at_zero(env):
-    from go2train.vecenv import Go2VecEnv
+    from go2train.sim.vecenv import Go2VecEnv
 
     Go2VecEnv(env).reset()
     assert (env.episode_length == 0).all()

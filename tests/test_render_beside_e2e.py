@@ -19,7 +19,7 @@ import time
 import pytest
 from helpers import clean_env, go2train, procs_mentioning
 
-from go2train.runfiles import read_json, read_jsonl
+from go2train.run.files import read_json, read_jsonl
 
 PY = sys.executable
 

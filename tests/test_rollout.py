@@ -24,8 +24,8 @@ def scene():
     import torch
 
     from go2train.config import Config
-    from go2train.env import Go2Env
-    from go2train.vecenv import Go2VecEnv
+    from go2train.sim.env import Go2Env
+    from go2train.sim.vecenv import Go2VecEnv
 
     torch.set_num_threads(1)
     cfg = Config.model_validate({
@@ -82,7 +82,7 @@ def train(scene, mode: str, iterations: int = 2, norm_obs: bool = True, norm_rew
     import torch
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from go2train.ppo import make_ppo
+    from go2train.train.ppo import make_ppo
 
     cfg, env, venv = scene
     cfg.ppo.rollout = mode
@@ -100,7 +100,7 @@ def train(scene, mode: str, iterations: int = 2, norm_obs: bool = True, norm_rew
 def test_device_path_matches_numpy_path(scene):
     import torch
 
-    from go2train.rollout import TorchRolloutBuffer
+    from go2train.train.rollout import TorchRolloutBuffer
 
     m_np, vn_np, rec_np = train(scene, "numpy")
     m_dev, vn_dev, rec_dev = train(scene, "device")
@@ -156,7 +156,7 @@ def test_save_load_continue(scene, tmp_path):
 
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from go2train.ppo import ChunkedPPO, apply_schedule, ppo_kwargs
+    from go2train.train.ppo import ChunkedPPO, apply_schedule, ppo_kwargs
 
     cfg, env, venv = scene
     model, vn, _ = train(scene, "device", iterations=1)

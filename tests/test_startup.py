@@ -17,7 +17,7 @@ pytestmark = pytest.mark.genesis
 def test_training_urdf_is_the_asset_without_visuals():
     from genesis.utils.misc import get_assets_dir
 
-    from go2train.env import robot_urdf
+    from go2train.sim.env import robot_urdf
 
     asset = robot_urdf(visual=True)
     full = ET.parse(os.path.join(get_assets_dir(), asset)).getroot()
@@ -31,7 +31,7 @@ def test_training_urdf_is_the_asset_without_visuals():
 
 
 def test_rollout_is_bitwise_the_same_without_visual_meshes(monkeypatch):
-    from go2train import env as env_mod
+    from go2train.sim import env as env_mod
 
     cfg = Config()
     cfg.env.n_envs = 4
@@ -60,7 +60,7 @@ CHECK_QDFAST = r'''
 import json, sys
 from quadrants.lang import kernel_impl as ki
 orig = ki._inside_class
-from go2train import qdfast
+from go2train.sim import qdfast
 assert qdfast.install()
 fast = ki._inside_class
 assert fast.__wrapped__ is orig
@@ -78,7 +78,7 @@ print(json.dumps(seen))
 
 
 def test_fast_quadrants_class_check_agrees_with_the_original():
-    """go2train.qdfast's _inside_class gives the original's answer for every kernel Genesis defines."""
+    """go2train.sim.qdfast's _inside_class gives the original's answer for every kernel Genesis defines."""
     import json
     import subprocess
     import sys

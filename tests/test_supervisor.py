@@ -15,7 +15,7 @@ import psutil
 import pytest
 from helpers import go2train, procs_mentioning
 
-from go2train.runfiles import read_json, read_jsonl
+from go2train.run.files import read_json, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

@@ -23,7 +23,8 @@ import psutil
 import pytest
 from helpers import go2train, procs_mentioning
 
-from go2train.runfiles import STARTUP_PHASES, read_json, read_jsonl
+from go2train.run.files import read_json, read_jsonl
+from go2train.run.layout import STARTUP_PHASES
 
 PY = sys.executable
 

@@ -21,7 +21,8 @@ import pytest
 from rich.console import Console
 
 from go2train import tui
-from go2train.runfiles import RunDir, append_jsonl, atomic_write_json, read_json
+from go2train.run.files import append_jsonl, atomic_write_json, read_json
+from go2train.run.layout import RunDir
 
 GO2TRAIN = Path(sys.executable).parent / "go2train"
 MB = 2**20

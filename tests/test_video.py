@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from helpers import go2train
 
-from go2train import checkpoint
-from go2train.runfiles import RunDir, chunk_name, read_json
+from go2train.run import checkpoint
+from go2train.run.files import read_json
+from go2train.run.layout import RunDir, chunk_name
 
 W, H, FPS, STEPS = 160, 120, 24, 10
 TOML = f"""\
@@ -221,7 +222,7 @@ def test_damaged_checkpoint_is_refused_not_moved(run_dir, tmp_path):
 
 # ---------------------------------------------------------------- helpers
 def test_parse_and_spread():
-    from go2train import video
+    from go2train.tools import video
 
     assert video.parse_chunk("250") == 250 and video.parse_chunk(" latest ") == "latest"
     assert video.parse_chunks("50, 250,500,250") == [50, 250, 500]
@@ -234,7 +235,7 @@ def test_parse_and_spread():
 
 
 def test_label_darkens_a_corner_and_draws_text():
-    from go2train import video
+    from go2train.tools import video
 
     frame = np.full((120, 160, 3), 200, np.uint8)
     video.draw_label(frame, video.frame_lines(250, 1.5, -0.0001, 0.5, 0.25, 2))
@@ -247,7 +248,7 @@ def test_label_darkens_a_corner_and_draws_text():
 
 
 def test_command_option_parses_and_rejects_in_one_line():
-    from go2train import video
+    from go2train.tools import video
 
     assert video.parse_command(None) == video.DEFAULT_COMMAND == (0.6, 0.0, 0.0)
     assert video.parse_command("0.5") == (0.5, 0.0, 0.0)
@@ -258,7 +259,7 @@ def test_command_option_parses_and_rejects_in_one_line():
 
 
 def test_stale_temp_files_are_cleaned(tmp_path):
-    from go2train import video
+    from go2train.tools import video
 
     final = tmp_path / "chunk_000050.mp4"
     dead = tmp_path / ".chunk_000050.999999999.tmp.mp4"
@@ -282,7 +283,7 @@ def _sphere(colors=None, subdivisions=4):
 def test_large_untextured_meshes_are_decimated_for_drawing():
     import trimesh
 
-    from go2train import video
+    from go2train.tools import video
 
     video._DECIMATED.clear()
     grey = np.array([171, 177, 197, 255], np.uint8)
@@ -323,7 +324,7 @@ def test_render_patches_are_scoped_and_idempotent(monkeypatch, tmp_path):
     from genesis.ext.pyrender import texture as tx
     from genesis.ext.urdfpy import urdf as ud
 
-    from go2train import video
+    from go2train.tools import video
 
     # Anisotropic filtering is asked for at level 1; other parameters pass through; wrapping twice is a no-op.
     calls = []

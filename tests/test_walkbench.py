@@ -1,7 +1,7 @@
 """The time-to-walk criteria of `go2train walkbench` (on eval figures as `go2train eval` returns them)."""
 
-from go2train.evaluate import GRID, grid_summary
-from go2train.walkbench import failed_criteria, walks
+from go2train.tools.evaluate import GRID, grid_summary
+from go2train.tools.walkbench import failed_criteria, walks
 
 
 def result(grid=None, **policy):
@@ -84,8 +84,8 @@ def test_timestep_budget_counts_the_newest_finished_chunk(tmp_path):
     """`walkbench --timesteps T` stops once a finished chunk's record reaches T timesteps."""
     import json
 
-    from go2train.runfiles import RunDir
-    from go2train.walkbench import timesteps_trained
+    from go2train.run.layout import RunDir
+    from go2train.tools.walkbench import timesteps_trained
 
     rd = RunDir.at(tmp_path)
     rd.make()

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from go2train import checkpoint, exitcodes
-from go2train.runfiles import RunDir, read_json
+from go2train.run import checkpoint, exitcodes
+from go2train.run.files import read_json
+from go2train.run.layout import RunDir
 
 pytestmark = [pytest.mark.genesis, pytest.mark.slow]
 
@@ -44,7 +45,7 @@ def run_worker(run_dir: Path, *args: str, env: dict | None = None, timeout: floa
 
 
 def load_model(rd: RunDir, name: str):
-    from go2train.ppo import ChunkedPPO
+    from go2train.train.ppo import ChunkedPPO
 
     return ChunkedPPO.load(str(rd.models / f"{name}.zip"), device="cpu")
 

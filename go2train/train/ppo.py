@@ -15,9 +15,9 @@ processes behaves like one long ``learn()``:
   ``on_safe_point`` (if set) is called at the same place, between rollouts, with a consistent
   model; the worker writes resume points there.
 * **Device-resident rollouts** (``[ppo] rollout = "device"``, the default): when the env is a
-  :class:`~go2train.vecenv.Go2VecEnv` (optionally under SB3's ``VecNormalize``), rollouts are
-  collected by :func:`go2train.rollout.collect_rollouts_device` (torch tensors on the device,
-  a :class:`~go2train.rollout.TorchRolloutBuffer`, normalisation in torch, infos only for the
+  :class:`~go2train.sim.vecenv.Go2VecEnv` (optionally under SB3's ``VecNormalize``), rollouts are
+  collected by :func:`go2train.train.rollout.collect_rollouts_device` (torch tensors on the device,
+  a :class:`~go2train.train.rollout.TorchRolloutBuffer`, normalisation in torch, infos only for the
   robots that finished). ``"numpy"`` is SB3's own loop through the VecEnv, as before. Both feed
   SB3's unchanged ``PPO.train()``; checkpoints are the same files either way.
 """
@@ -99,7 +99,7 @@ class ChunkedPPO(PPO):
         if self._stop_requested:
             return False
         env, callback, rollout_buffer, n_rollout_steps = _rollout_args(*args, **kwargs)
-        from go2train import rollout
+        from go2train.train import rollout
 
         if self.rollout_mode == "device" and rollout.unwrap(env)[1] is not None:
             if not isinstance(self.rollout_buffer, rollout.TorchRolloutBuffer):

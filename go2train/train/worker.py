@@ -37,14 +37,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from go2train import checkpoint, exitcodes
 from go2train.config import Config, ConfigError, load, profile_of
-from go2train.gpumem import GpuMemProbe, torch_peak_reserved_mb, torch_reserved_mb
-from go2train.runfiles import (
-    PHASES, STARTUP_PHASES, RunDir, append_jsonl, atomic_write_json, chunk_name, read_json, read_jsonl,
-)
+from go2train.run import checkpoint, exitcodes
+from go2train.run.files import append_jsonl, atomic_write_json, read_json, read_jsonl
+from go2train.run.layout import PHASES, STARTUP_PHASES, RunDir, chunk_name
+from go2train.train.gpumem import GpuMemProbe, torch_peak_reserved_mb, torch_reserved_mb
 
-log = logging.getLogger("go2train.worker")
+log = logging.getLogger("go2train.train.worker")
 
 
 
@@ -195,7 +194,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-# GPU memory: NVML's per-process figure for this worker (go2train.gpumem: includes Genesis's own
+# GPU memory: NVML's per-process figure for this worker (go2train.train.gpumem: includes Genesis's own
 # CUDA buffers, which torch's allocator does not see), read at every heartbeat; torch's reserved
 # figure is reported beside it.
 
@@ -318,7 +317,12 @@ class Worker:
     def _load(self, manifest: dict[str, Any], venv):
         from stable_baselines3.common.vec_env import VecNormalize
 
-        from go2train.ppo import ChunkedPPO, apply_schedule, ppo_kwargs, resolve_device
+        from go2train.train.ppo import (
+            ChunkedPPO,
+            apply_schedule,
+            ppo_kwargs,
+            resolve_device,
+        )
 
         p = self.cfg.ppo
         stored_obs = ((manifest.get("config") or {}).get("env") or {}).get("gait_period_steps", 0) > 0
@@ -423,9 +427,9 @@ class Worker:
         from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.monitor import ResultsWriter
 
-        from go2train.env import Go2Env, init_genesis, release_genesis
-        from go2train.ppo import make_ppo, normalize, resolve_device
-        from go2train.vecenv import Go2VecEnv
+        from go2train.sim.env import Go2Env, init_genesis, release_genesis
+        from go2train.sim.vecenv import Go2VecEnv
+        from go2train.train.ppo import make_ppo, normalize, resolve_device
 
         self.backend = init_genesis(self._backend(), seed=cfg.env.seed)
         self.device = resolve_device(cfg.ppo)

@@ -33,7 +33,7 @@ def _timed(fn):
 def _warm_model(cfg: Config, venv, mode: str):
     """A fresh model on rollout path ``mode`` over the shared scene, after one warm-up iteration
     (allocations, first update)."""
-    from go2train.ppo import make_ppo, normalize
+    from go2train.train.ppo import make_ppo, normalize
 
     c = cfg.model_copy(deep=True)
     c.ppo.rollout = mode
@@ -69,14 +69,14 @@ def measure(cfg: Config, n_envs: int, seconds: float, paths: tuple[str, ...] = (
     of learn()'s time spent outside the simulator while collecting. It splits into
     ``env_extra_<path>_us`` (Go2Env.step beyond the simulator: state reads, rewards, resets) and
     ``rollout_overhead_<path>_us`` (collect − Go2Env.step: policy forward, numpy conversion,
-    normalisation, infos, buffer, GAE). ``python -m go2train.bench --profile N`` splits it further.
+    normalisation, infos, buffer, GAE). ``python -m go2train.tools.bench --profile N`` splits it further.
     """
     import numpy as np
     import psutil
     import torch
 
-    from go2train.env import Go2Env
-    from go2train.vecenv import Go2VecEnv
+    from go2train.sim.env import Go2Env
+    from go2train.sim.vecenv import Go2VecEnv
 
     proc_start = psutil.Process().create_time()
     if cfg.ppo.torch_threads:
@@ -247,8 +247,8 @@ def profile(cfg: Config, n_envs: int, modes: tuple[str, ...] = ("numpy", "device
 
     import torch
 
-    from go2train.env import Go2Env
-    from go2train.vecenv import Go2VecEnv
+    from go2train.sim.env import Go2Env
+    from go2train.sim.vecenv import Go2VecEnv
 
     if cfg.ppo.torch_threads:
         torch.set_num_threads(cfg.ppo.torch_threads)
@@ -282,7 +282,7 @@ def profile(cfg: Config, n_envs: int, modes: tuple[str, ...] = ("numpy", "device
     return out
 
 
-if __name__ == "__main__":  # python -m go2train.bench --profile N [ITERATIONS]
+if __name__ == "__main__":  # python -m go2train.tools.bench --profile N [ITERATIONS]
     if len(sys.argv) >= 3 and sys.argv[1] == "--profile":
         from go2train.config import load
 

@@ -42,8 +42,8 @@ from typing import Any
 
 import torch
 
-from go2train import qdfast
 from go2train.config import JOINT_NAMES, Config
+from go2train.sim import qdfast
 
 RAND_SEED_OFFSET = 7919  # the randomisation stream's seed: [env] seed + this
 

@@ -1,4 +1,4 @@
-"""The run directory: its layout and the atomic file primitives every process uses.
+"""The run directory's layout: every path, and the chunk names (make, parse, list).
 
 The run directory is the only channel between processes (worker, supervisor, renderer,
 TUI). Every file another process reads is written atomically: temp file in the same
@@ -10,14 +10,10 @@ No torch, no genesis here.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 CHUNK_RE = re.compile(r"^chunk_(\d{6})$")
 
@@ -29,7 +25,26 @@ PHASES = STARTUP_PHASES + ("training", "saving", "exiting")
 
 
 def chunk_name(milestone: int) -> str:
+    """250 -> ``chunk_000250``: the one name of a chunk's checkpoint, record and video."""
     return f"chunk_{milestone:06d}"
+
+
+def parse_chunk(name: str, suffix: str = "") -> int | None:
+    """``chunk_000250`` + ``suffix`` (e.g. ``.json``) -> 250; any other name -> None."""
+    if suffix:
+        if not name.endswith(suffix):
+            return None
+        name = name[: -len(suffix)]
+    m = CHUNK_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def _milestones(folder: Path, suffix: str) -> list[int]:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(m for m in (parse_chunk(n, suffix) for n in names) if m is not None)
 
 
 @dataclass(frozen=True)
@@ -108,87 +123,19 @@ class RunDir:
     def video(self, milestone: int) -> Path:
         return self.videos / f"{chunk_name(milestone)}.mp4"
 
+    # what exists, ascending milestones (names parsed here and nowhere else)
+    def checkpoints(self) -> list[int]:
+        """Chunks with a checkpoint manifest ``models/chunk_N.json`` (not verified: see checkpoint)."""
+        return _milestones(self.models, ".json")
+
+    def chunk_records(self) -> list[int]:
+        """Chunks with a finished-chunk record ``logs/chunks/chunk_N.json``."""
+        return _milestones(self.chunk_logs, ".json")
+
+    def video_files(self) -> list[int]:
+        """Chunks with an mp4 in ``videos/`` (its manifest not checked: see video)."""
+        return _milestones(self.videos, ".mp4")
+
     def make(self) -> None:
         for d in (self.models, self.videos, self.logs, self.chunk_logs):
             d.mkdir(parents=True, exist_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def read_json(path: str | Path, default: Any = None) -> Any:
-    """Read a JSON file; ``default`` when missing or unparsable (a reader never crashes)."""
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except (OSError, ValueError):
-        return default
-
-
-def append_jsonl(path: str | Path, obj: dict[str, Any]) -> None:
-    """Append one JSON line with O_APPEND (a single write: lines never interleave)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(obj, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_jsonl(path: str | Path, last: int | None = None) -> list[dict[str, Any]]:
-    """Read JSON lines, skipping a torn last line; ``last`` keeps only the final N."""
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    if last is not None:
-        lines = lines[-last:]
-    out = []
-    for ln in lines:
-        try:
-            out.append(json.loads(ln))
-        except ValueError:
-            continue
-    return out
-
-
-def now() -> float:
-    return time.time()

@@ -2,7 +2,7 @@
 
 ``go2train video --chunk 250`` (see docs/VIDEO.md):
 
-1. ``models/chunk_000250`` is verified (sha256 of its files, :func:`go2train.checkpoint.verify`).
+1. ``models/chunk_000250`` is verified (sha256 of its files, :func:`go2train.run.checkpoint.verify`).
 2. The env config is the one stored in the checkpoint's manifest (``"config"``), not the current
    file; only ``[video]`` comes from the current config. The video env has ONE robot in its own
    small scene (plane + Go2), starting at the origin in the default pose, the command fixed to
@@ -33,9 +33,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from go2train import checkpoint, exitcodes
 from go2train.config import Config, ConfigError, from_dict
-from go2train.runfiles import CHUNK_RE, RunDir, atomic_write_json, chunk_name, read_json
+from go2train.run import checkpoint, exitcodes
+from go2train.run.files import atomic_write_json, read_json
+from go2train.run.layout import RunDir, chunk_name
 
 FORMAT = 1
 DEFAULT_COMMAND = (0.6, 0.0, 0.0)  # vx m/s, vy m/s, yaw rate rad/s: the eval grid's reference (forward 0.6)
@@ -478,7 +479,7 @@ class ChunkRenderer:
     def __init__(self, cfg: Config, width: int, height: int):
         import torch
 
-        from go2train.env import Go2Env
+        from go2train.sim.env import Go2Env
 
         if not msaa_enabled():
             _limit_msaa()
@@ -504,8 +505,8 @@ class ChunkRenderer:
     def load_policy(self, rd: RunDir, manifest: dict[str, Any]):
         from stable_baselines3.common.vec_env import VecNormalize
 
-        from go2train.ppo import ChunkedPPO
-        from go2train.vecenv import Go2VecEnv
+        from go2train.sim.vecenv import Go2VecEnv
+        from go2train.train.ppo import ChunkedPPO
 
         venv = Go2VecEnv(self.env)
         vn = VecNormalize.load(str(checkpoint.model_path(rd, manifest, "vecnorm")), venv)
@@ -688,7 +689,7 @@ def render_chunk(
         import stable_baselines3  # noqa: F401
         import torch
 
-        from go2train import env, ppo, vecenv  # noqa: F401
+        from go2train.train import ppo  # noqa: F401
 
         t_imports = time.perf_counter() - ti
         torch.set_num_threads(1)  # a one-robot MLP; leave the cores to the rasterizer and ffmpeg
@@ -731,13 +732,7 @@ def _spread(items: Sequence[int], k: int) -> list[int]:
 
 def video_milestones(rd: RunDir) -> list[int]:
     """Milestones that have a complete video (mp4 + manifest), ascending."""
-    out = []
-    if rd.videos.is_dir():
-        for p in rd.videos.glob("chunk_*.mp4"):
-            m = CHUNK_RE.match(p.stem)
-            if m and isinstance(read_json(manifest_path(p)), dict):
-                out.append(int(m.group(1)))
-    return sorted(out)
+    return [m for m in rd.video_files() if isinstance(read_json(manifest_path(rd.video(m))), dict)]
 
 
 def default_progression_chunks(rd: RunDir, k: int = 4) -> list[int]:
@@ -886,7 +881,14 @@ def progress_bar(enabled: bool, description: str) -> Iterator[Progress | None]:
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as RichProgress
 
     with RichProgress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

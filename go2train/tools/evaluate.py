@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from go2train import checkpoint
 from go2train.config import Config, ConfigError, DomainRandConfig, from_dict
-from go2train.runfiles import RunDir, chunk_name
+from go2train.run import checkpoint
+from go2train.run.layout import RunDir, chunk_name
 
 LEGS = ("FR", "FL", "RR", "RL")
 AIR_THRESHOLD_M = 0.03  # a foot is "in the air" when its clearance exceeds this
@@ -291,7 +291,7 @@ def _scene_key(cfg: Config) -> str:
 
 def _get_env(cfg: Config):
     """The Go2Env for ``cfg``'s [env] section, built once per process per distinct section."""
-    from go2train.env import Go2Env
+    from go2train.sim.env import Go2Env
 
     key = _scene_key(cfg)
     if key not in _SCENES:
@@ -512,7 +512,7 @@ def load_checkpoint(rd: RunDir, manifest: dict[str, Any], cfg: Config, venv=None
 
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from go2train.ppo import ChunkedPPO
+    from go2train.train.ppo import ChunkedPPO
 
     name = manifest.get("name", "?")
     p = cfg.ppo
@@ -542,7 +542,7 @@ def _load_policy(rd: RunDir, manifest: dict[str, Any], cfg: Config, env):
     """SB3 model + VecNormalize (eval mode) exactly as the worker loads them; returns act(obs)."""
     import torch
 
-    from go2train.vecenv import Go2VecEnv
+    from go2train.sim.vecenv import Go2VecEnv
 
     name = manifest.get("name", "?")
     model, vn = load_checkpoint(rd, manifest, cfg, Go2VecEnv(env))
@@ -577,7 +577,7 @@ def evaluate(
     command), "lazy_optimum": bool, "seconds", "scene_reused", "push"}``. ``push``: the push test
     (docs/EVAL.md). Raises EvalError (one line) for a bad chunk or a damaged checkpoint.
     """
-    from go2train.env import init_genesis
+    from go2train.sim.env import init_genesis
 
     if int(episodes) < 1:
         raise EvalError(f"--episodes must be >= 1, got {episodes}")
@@ -788,7 +788,7 @@ def _stdout_to_stderr():
 
 def main(run_dir: str | Path, manifests: list[dict[str, Any]], episodes: int, json_out: bool, push: bool = False) -> int:
     """Evaluate resolved ``manifests`` in this process and print a table (or JSON). Exit code."""
-    from go2train import exitcodes
+    from go2train.run import exitcodes
 
     for m in manifests:
         for line in m.get("_skipped_damaged", []):

@@ -42,9 +42,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from go2train import __version__, exitcodes
+from go2train import __version__
 from go2train.config import JOINT_NAMES, Config
-from go2train.runfiles import RunDir, atomic_write_bytes, chunk_name
+from go2train.run import exitcodes
+from go2train.run.files import atomic_write_bytes
+from go2train.run.layout import RunDir, chunk_name
 
 FORMAT = 1
 OPSET = 17
@@ -355,7 +357,7 @@ def default_out(rd: RunDir, manifest: dict[str, Any]) -> Path:
 def export(run_dir: str | Path, chunk: int | str = "latest", out: str | Path | None = None) -> dict[str, Any]:
     """Export chunk ``chunk`` of ``run_dir`` into ``out`` (default RUN_DIR/exports/chunk_NNNNNN).
     Returns policy.json's content plus ``out`` and ``seconds``; ExportError (one line) on bad input."""
-    from go2train import evaluate as ev
+    from go2train.tools import evaluate as ev
 
     t0 = time.perf_counter()
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir.at(run_dir)

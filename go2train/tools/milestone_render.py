@@ -8,9 +8,9 @@ The supervisor renders milestone videos beside the training worker and sets
      "frames_total": 400, "started": 1700000000.0, "time": 1700000030.0}
 
 It is written atomically at the start, at most every ``WRITE_EVERY_S`` while frames are rendered,
-and at the end. The rendering itself is :func:`go2train.video.render_chunk`, unchanged. SIGTERM
+and at the end. The rendering itself is :func:`go2train.tools.video.render_chunk`, unchanged. SIGTERM
 ends the render through Python's exception path, so the video's hidden temp file is removed
-(``go2train.video.mp4_writer``); a SIGKILLed render leaves it to the supervisor, which removes it.
+(``go2train.tools.video.mp4_writer``); a SIGKILLed render leaves it to the supervisor, which removes it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from go2train.config import Config
-from go2train.runfiles import RunDir, atomic_write_json
+from go2train.run.files import atomic_write_json
+from go2train.run.layout import RunDir
 
 WRITE_EVERY_S = 0.5
 
@@ -63,7 +64,7 @@ def _on_term(signum: int, _frame: Any) -> None:
 
 def main(run_dir: Path, current: Config, chunk: str, steps: int | None, out: Path | None,
          progress_file: Path) -> int:
-    from go2train import video
+    from go2train.tools import video
 
     signal.signal(signal.SIGTERM, _on_term)
     rd = RunDir.at(run_dir)

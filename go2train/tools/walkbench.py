@@ -2,7 +2,7 @@
 
 Starts a fresh run in a temporary (or given, empty) run directory with the given config, runs the
 real supervisor (`go2train daemon run`) for ``--minutes`` of wall time, stops it gracefully, then
-evaluates every chunk in one process on the command grid (`go2train.evaluate.evaluate_many`) and
+evaluates every chunk in one process on the command grid (`go2train.tools.evaluate.evaluate_many`) and
 prints, per chunk, the wall time at which it was finished and its eval figures, and the first chunk
 that walks (:func:`walks`, docs/EVAL.md "Walking criteria"):
 
@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from go2train.runfiles import RunDir, atomic_write_json, read_json
-
+from go2train.run.files import atomic_write_json, read_json
+from go2train.run.layout import RunDir
 
 # The walking criteria (docs/EVAL.md): one place, so eval, walkbench and the docs agree.
 REF_VX_TOL = 0.15  # m/s: achieved vx on the reference command (forward 0.6)
@@ -66,19 +66,19 @@ def walks(r: dict) -> bool:
 def timesteps_trained(rd: RunDir) -> int:
     """Timesteps of the newest finished chunk (0 before the first): what a timestep budget counts."""
     best = 0
-    for path in rd.chunk_logs.glob("chunk_*.json"):
-        rec = read_json(path) or {}
+    for m in rd.chunk_records():
+        rec = read_json(rd.chunk_metrics(m)) or {}
         best = max(best, int(rec.get("timesteps_total") or 0))
     return best
 
 
 def main(config: Path | None, minutes: float, run_dir: Path | None, episodes: int, json_out: bool,
          timesteps: int = 0) -> int:
-    from go2train.evaluate import evaluate_many
+    from go2train.tools.evaluate import evaluate_many
 
     rd = RunDir.at(run_dir or tempfile.mkdtemp(prefix="go2walk_"))
     rd.root.mkdir(parents=True, exist_ok=True)
-    if any(rd.models.glob("chunk_*.json")):
+    if rd.checkpoints():
         print(f"go2train: walkbench needs a fresh run directory; {rd.root} already has checkpoints", file=sys.stderr)
         return 2
     if config is not None:
@@ -109,7 +109,7 @@ def main(config: Path | None, minutes: float, run_dir: Path | None, episodes: in
                 os.killpg(sup.pid, signal.SIGKILL)
                 sup.wait()
     trained_s = time.time() - t0
-    chunks = sorted(int(p.stem[6:]) for p in rd.models.glob("chunk_*.json"))
+    chunks = rd.checkpoints()
     if not chunks:
         print("go2train: walkbench: no chunk finished in the time given", file=sys.stderr)
         return 1

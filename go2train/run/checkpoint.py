@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from go2train.runfiles import CHUNK_RE, RunDir, atomic_write_json, chunk_name, read_json
+from go2train.run.files import atomic_write_json, read_json
+from go2train.run.layout import RunDir, chunk_name
 
 FORMAT = 1
 RESUME = "resume"
@@ -116,13 +117,7 @@ def verify(rd: RunDir, name: str) -> dict[str, Any]:
 
 def chunk_milestones(rd: RunDir) -> list[int]:
     """Milestones that have a manifest file, newest first (not yet verified)."""
-    out = []
-    if rd.models.is_dir():
-        for p in rd.models.glob("chunk_*.json"):
-            m = CHUNK_RE.match(p.stem)
-            if m:
-                out.append(int(m.group(1)))
-    return sorted(out, reverse=True)
+    return rd.checkpoints()[::-1]
 
 
 def move_aside(rd: RunDir, name: str, reason: str) -> Path:

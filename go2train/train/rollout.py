@@ -1,4 +1,4 @@
-"""Device-resident rollouts for :class:`~go2train.ppo.ChunkedPPO` (``[ppo] rollout = "device"``).
+"""Device-resident rollouts for :class:`~go2train.train.ppo.ChunkedPPO` (``[ppo] rollout = "device"``).
 
 SB3's ``collect_rollouts`` round-trips every batched step through numpy: actions to the host,
 observations and rewards back, VecNormalize's statistics in numpy, one info dict per robot, and a
@@ -255,7 +255,7 @@ class SparseInfos(Sequence):
 # ---------------------------------------------------------------- the rollout loop
 def unwrap(env) -> tuple[VecNormalize | None, Any]:
     """(VecNormalize or None, Go2VecEnv) of the model's env, or (None, None) if it is neither."""
-    from go2train.vecenv import Go2VecEnv
+    from go2train.sim.vecenv import Go2VecEnv
 
     vn = env if isinstance(env, VecNormalize) else None
     inner = env.venv if vn is not None else env

@@ -1,4 +1,4 @@
-"""Stable-Baselines3 VecEnv adapter over the batched :class:`~go2train.env.Go2Env`.
+"""Stable-Baselines3 VecEnv adapter over the batched :class:`~go2train.sim.env.Go2Env`.
 
 Contract (SB3 ``VecEnv``), per robot ``i``:
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from go2train.env import TRACK_KEYS, Go2Env
+from go2train.sim.env import TRACK_KEYS, Go2Env
 
 
 class Go2VecEnv(VecEnv):

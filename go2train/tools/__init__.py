@@ -1,0 +1,1 @@
+"""User tools over a run directory: eval, video, export, bench, walkbench, milestone render."""
