@@ -60,8 +60,8 @@ from go2train.run.files import (
     read_json,
     read_jsonl,
 )
+from go2train.run.identity import lock_holder
 from go2train.run.layout import STARTUP_PHASES, RunDir, chunk_name
-from supervisor.pidlock import probe
 
 # ---------------------------------------------------------------- the campaign's run
 N_ENVS = 8
@@ -422,7 +422,7 @@ class Campaign:
         return pid if self.is_worker(pid) else None
 
     def supervisor_pid(self) -> int | None:
-        held = probe(self.rd.pidfile)
+        held = lock_holder(self.rd.pidfile)
         pid = held.get("pid") if held else None
         if isinstance(pid, int) and _alive(pid) and "daemon" in _cmdline(pid) and str(self.root) in _cmdline(pid):
             return pid

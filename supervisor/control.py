@@ -28,9 +28,10 @@ import psutil
 
 from go2train.config import Config
 from go2train.run.files import append_jsonl, atomic_write_json, read_json
+from go2train.run.identity import lock_holder
 from go2train.run.layout import RunDir
 from supervisor import procs
-from supervisor.pidlock import AlreadyRunning, PidLock, probe
+from supervisor.pidlock import AlreadyRunning, PidLock
 
 START_WAIT_S = 10.0
 
@@ -132,7 +133,7 @@ def start(run_dir: Path, config: Path | None) -> int:
         _err(str(exc))
         return 2
     rd = RunDir.at(root)
-    holder = probe(rd.pidfile)
+    holder = lock_holder(rd.pidfile)
     if holder is not None:
         _err(f"a daemon is already running for {root} (pid {holder.get('pid')})")
         return 1
@@ -148,7 +149,7 @@ def start(run_dir: Path, config: Path | None) -> int:
         )
     deadline = time.monotonic() + START_WAIT_S
     while time.monotonic() < deadline:
-        held = probe(rd.pidfile)
+        held = lock_holder(rd.pidfile)
         if held is not None and held.get("pid") == proc.pid:
             print(f"go2train daemon started: pid {proc.pid}, run dir {root}", flush=True)
             return 0
@@ -196,7 +197,7 @@ def _group_kill(pid: int) -> None:
 def _mark_stopped(rd: RunDir, pid: int, timeout: float) -> None:
     """After a forced kill the supervisor could not write its last state: do it under its lock."""
     deadline = time.monotonic() + 5.0
-    while probe(rd.pidfile) is not None and time.monotonic() < deadline:
+    while lock_holder(rd.pidfile) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     lock = PidLock(rd.pidfile)
     try:
@@ -222,7 +223,7 @@ def _mark_stopped(rd: RunDir, pid: int, timeout: float) -> None:
 def stop(run_dir: Path, timeout: float) -> int:
     root = Path(run_dir).absolute()
     rd = RunDir.at(root)
-    holder = probe(rd.pidfile)
+    holder = lock_holder(rd.pidfile)
     if holder is None:
         _err(f"no daemon is running for {root}")
         return 1
@@ -242,7 +243,7 @@ def stop(run_dir: Path, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _alive(sup):
-            if probe(rd.pidfile) is None:
+            if lock_holder(rd.pidfile) is None:
                 print(f"go2train daemon stopped: pid {pid}, run dir {root}", flush=True)
                 return 0
         time.sleep(0.05)
@@ -313,7 +314,7 @@ def status(run_dir: Path) -> int:
     """One line; exit 0 running, 3 not running (LSB), 1 FATAL."""
     root = Path(run_dir).absolute()
     rd = RunDir.at(root)
-    holder = probe(rd.pidfile)
+    holder = lock_holder(rd.pidfile)
     st = read_json(rd.state)
     st = st if isinstance(st, dict) else {}
     state = st.get("state")

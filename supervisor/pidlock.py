@@ -3,7 +3,7 @@
 The file holds ``{"pid": ..., "start_time": <psutil create_time>}`` and is held with
 ``flock(LOCK_EX | LOCK_NB)`` for the daemon's whole life. The kernel drops the lock when the
 process dies, however it dies (``kill -9`` included), so a file whose lock is free is stale
-whatever pid it names. The file is rewritten in place (not renamed: a rename would swap the
+whatever pid it names (readers ask :func:`go2train.run.identity.lock_holder`). The file is rewritten in place (not renamed: a rename would swap the
 inode out from under the lock).
 """
 
@@ -15,9 +15,10 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
+
+from go2train.run.identity import lock_holder
 
 
 class AlreadyRunning(Exception):
@@ -28,53 +29,6 @@ class AlreadyRunning(Exception):
         self.pid = pid
         who = f"pid {pid}" if pid is not None else "pid unknown"
         super().__init__(f"a daemon is already running for this run directory ({who}, lock {path})")
-
-
-def _parse(raw: bytes) -> dict[str, Any] | None:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    if isinstance(data, dict) and isinstance(data.get("pid"), int):
-        return data
-    return None
-
-
-def _read_fd(fd: int) -> dict[str, Any] | None:
-    try:
-        return _parse(os.pread(fd, 4096, 0))
-    except OSError:
-        return None
-
-
-def probe(path: str | Path) -> dict[str, Any] | None:
-    """Who holds the lock: ``{"pid", "start_time"}`` of the live holder, or None when free.
-
-    A held lock whose file cannot be parsed yet (the holder is writing it) gives
-    ``{"pid": None, "start_time": None}``.
-    """
-    path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None  # free: stale, whatever it names
-        for _ in range(20):  # the holder may be between truncate and write
-            info = _read_fd(fd)
-            if info is not None:
-                return {"pid": info.get("pid"), "start_time": info.get("start_time")}
-            time.sleep(0.01)
-        return {"pid": None, "start_time": None}
-    finally:
-        os.close(fd)
 
 
 class PidLock:
@@ -91,7 +45,7 @@ class PidLock:
     def acquire(self, attempts: int = 10) -> None:
         """Take the lock or raise :class:`AlreadyRunning`.
 
-        Retries a few times over ~0.2 s, since a concurrent :func:`probe` holds a shared lock for
+        Retries a few times over ~0.2 s, since a concurrent :func:`~go2train.run.identity.lock_holder` holds a shared lock for
         a few microseconds.
         """
         if self.fd is not None:
@@ -108,7 +62,7 @@ class PidLock:
                 if i < attempts - 1:
                     time.sleep(0.02)
                     continue
-                held = probe(self.path)
+                held = lock_holder(self.path)
                 raise AlreadyRunning(self.path, held.get("pid") if held else None) from None
             # The previous holder may have unlinked the file between our open and our lock:
             # then we hold a lock on an orphan inode. Only the inode at the path counts.
