@@ -312,7 +312,7 @@ def test_disk_nearly_full(tmp_path, monkeypatch):
     now = time.time()
     run = make_run(tmp_path, "running", now)
     du = shutil.disk_usage(run)
-    monkeypatch.setattr(tui.shutil, "disk_usage",
+    monkeypatch.setattr(tui.reader.shutil, "disk_usage",
                         lambda p: du._replace(free=int(1.5e9), total=int(100e9)))
     text = screen(run, now=now)
     assert "disk nearly full: 1.5 GB free (1.5 %)" in text
@@ -453,6 +453,20 @@ def test_status_imports_no_heavy_modules():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_reader_imports_no_rich():
+    """The data half (go2train/tui/reader.py, fmt.py) imports no rich: only render does."""
+    import ast
+
+    import go2train.tui.fmt as fmt_mod
+    import go2train.tui.reader as reader_mod
+
+    for mod in (reader_mod, fmt_mod):
+        tree = ast.parse(Path(mod.__file__).read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n == "rich" or n.startswith("rich.")], (mod.__name__, names)
 
 
 # ----------------------------------------------------------------------------- a real terminal
