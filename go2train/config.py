@@ -31,9 +31,13 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
+
+from go2train import robot
+from go2train.sim.rewards import TERMS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,11 +45,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_FILENAME = "go2train.toml"
-
-# Policy joint order: FR, FL, RR, RL x hip, thigh, calf (Genesis locomotion example).
-JOINT_NAMES = [
-    f"{leg}_{part}_joint" for leg in ("FR", "FL", "RR", "RL") for part in ("hip", "thigh", "calf")
-]
 
 
 # ---------------------------------------------------------------- backend-aware profiles
@@ -215,15 +214,15 @@ class EnvConfig(_Section):
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     dt: float = Field(0.02, gt=0, le=0.1)
     substeps: int = Field(2, ge=1, le=32)
-    kp: float = Field(20.0, gt=0)
-    kd: float = Field(0.5, ge=0)
+    kp: float = Field(robot.KP, gt=0)
+    kd: float = Field(robot.KD, ge=0)
     action_scale: float = Field(0.25, gt=0)
     clip_actions: float = Field(100.0, gt=0)
-    base_init_height: float = Field(0.42, gt=0)
-    default_hip: float = 0.0
-    default_front_thigh: float = 0.8
-    default_rear_thigh: float = 1.0
-    default_calf: float = -1.5
+    base_init_height: float = Field(robot.BASE_INIT_HEIGHT, gt=0)
+    default_hip: float = robot.DEFAULT_HIP
+    default_front_thigh: float = robot.DEFAULT_FRONT_THIGH
+    default_rear_thigh: float = robot.DEFAULT_REAR_THIGH
+    default_calf: float = robot.DEFAULT_CALF
     reset_joint_noise: float = Field(0.05, ge=0, le=0.5)  # rad, uniform, added to the default pose at reset
     gait_period_steps: int = Field(25, ge=0, le=1000)  # trot clock period (steps); 0 = no clock
     obs_scale_ang_vel: float = 0.25
@@ -233,14 +232,9 @@ class EnvConfig(_Section):
     seed: int = Field(0, ge=0, le=2**31 - 1)  # numpy seeds must be >= 0
 
     def default_dof_pos(self) -> list[float]:
-        out = []
-        for leg in ("FR", "FL", "RR", "RL"):
-            thigh = self.default_front_thigh if leg[0] == "F" else self.default_rear_thigh
-            out += [self.default_hip, thigh, self.default_calf]
-        return out
+        """The default pose in :data:`go2train.robot.JOINT_NAMES` order."""
+        return robot.joint_pose(self.default_hip, self.default_front_thigh, self.default_rear_thigh, self.default_calf)
 
-
-GENESIS_ARMATURE = 0.1  # Genesis's armature for go2.urdf's joints (the URDF gives none)
 
 
 def _range(default: list[float]):
@@ -320,7 +314,7 @@ class DomainRandConfig(_Section):
             "friction": ("friction_range", 1.0), "mass": ("added_mass_range", 0.0),
             "motor_strength": ("motor_strength_range", 1.0), "kp": ("kp_range", 1.0), "kd": ("kd_range", 1.0),
             "damping": ("joint_damping_range", 0.0), "joint_friction": ("joint_friction_range", 0.0),
-            "armature": ("armature_range", GENESIS_ARMATURE),
+            "armature": ("armature_range", robot.GENESIS_ARMATURE),
         }
         if item in neutral:
             key, v = neutral[item]
@@ -436,18 +430,8 @@ RENAMED_KEYS: dict[tuple[str, str], str] = {
 }
 
 
-class HeightReward(_Section):
-    """Seed 004's height term: ``floor_penalty`` below ``floor``, else ``exp(-sharpness*|z-target|)``."""
-
-    target: float = Field(0.27, gt=0)
-    floor: float = Field(0.15, ge=0)
-    floor_penalty: float = -10.0
-    sharpness: float = Field(5.0, gt=0)
-    weight: float = 2.5
-
-
-class RewardConfig(_Section):
-    """One weight per reward term (``_reward_<name>`` in the env). 0 disables a term."""
+class _RewardParams(_Section):
+    """[reward]'s keys besides the terms' own (below, from go2train/sim/rewards.py TERMS)."""
 
     scale_by_dt: bool = True
     tracking_sigma: float = Field(0.25, gt=0)
@@ -456,33 +440,32 @@ class RewardConfig(_Section):
     # smaller of the heading-frame term and the yaw-frame term (velocity along the robot's own
     # facing), so neither circles nor crab or backward walking along the start heading are paid.
     tracking_frame: Literal["base", "heading", "both"] = "both"
-    tracking_lin_vel: float = 2.0
-    tracking_ang_vel: float = 0.2
-    lin_vel_z: float = -1.0
-    action_rate: float = -0.005
-    similar_to_default: float = -0.1
-    forward_progress: float = 0.0
-    feet_air_time: float = 0.0
-    feet_air_time_target: float = Field(0.5, ge=0)  # s; swings shorter than this are penalised
-    # Trot clock terms (need [env] gait_period_steps > 0): each foot's contact agrees with the
-    # clock's stance/swing (diagonal pairs FR+RL and FL+RR alternate), and the feet follow the
-    # clock's swing-height profile (swing_height x sin(pi x swing progress), 0 in stance).
-    gait_contact: float = 0.5
-    feet_swing_height: float = -20.0
-    swing_height: float = Field(0.08, gt=0, le=0.3)  # m, peak foot clearance of a swing
-    alive: float = 0.0
-    height: HeightReward = Field(default_factory=HeightReward)
 
     def term_weights(self) -> dict[str, float]:
-        """Weights of all terms, by name; the height term's weight is its section's."""
-        names = [
-            "tracking_lin_vel", "tracking_ang_vel", "lin_vel_z", "action_rate",
-            "similar_to_default", "forward_progress", "feet_air_time", "gait_contact", "feet_swing_height",
-            "alive",
-        ]
-        out = {n: float(getattr(self, n)) for n in names}
-        out["height"] = float(self.height.weight)
-        return out
+        """Weights of all terms, by name, in TERMS (summation) order; a section term's is its section's."""
+        return {n: float(getattr(self, n).weight if t.section else getattr(self, n)) for n, t in TERMS.items()}
+
+
+def _reward_fields() -> dict[str, Any]:
+    """[reward]'s term keys from TERMS, in its order: each term's weight, then its params; a section
+    term (``[reward.<name>]``) is a sub-model of its params and then its weight."""
+    fields: dict[str, Any] = {}
+    for name, t in TERMS.items():
+        if t.section:
+            cls_name = name.title().replace("_", "") + "Reward"
+            sub = create_model(cls_name, __base__=_Section, __module__=__name__, __doc__=t.fn.__doc__,
+                               **t.params, weight=(float, t.weight))
+            globals()[cls_name] = sub  # importable (and picklable) by name, e.g. HeightReward
+            fields[name] = (sub, Field(default_factory=sub))
+        else:
+            fields[name] = (float, t.weight)
+            fields.update(t.params)
+    return fields
+
+
+RewardConfig = create_model("RewardConfig", __base__=_RewardParams, __module__=__name__,
+                            __doc__="One weight per reward term (go2train/sim/rewards.py TERMS); 0 disables a term.",
+                            **_reward_fields())
 
 
 class TerminationConfig(_Section):
@@ -572,8 +555,8 @@ class Config(_Section):
     @model_validator(mode="after")
     def _gait_terms_need_a_clock(self) -> "Config":
         if self.env.gait_period_steps == 0:
-            for k in ("gait_contact", "feet_swing_height"):
-                if getattr(self.reward, k) != 0.0:
+            for k in (n for n, t in TERMS.items() if t.clock):
+                if self.reward.term_weights()[k] != 0.0:
                     raise ValueError(f"[reward] {k} needs a gait clock: set [env] gait_period_steps > 0")
         return self
 

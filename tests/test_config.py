@@ -43,6 +43,7 @@ def test_run_dir_file_is_used_and_config_flag_wins(tmp_path):
         ("[bogus]\nx = 1\n", "bogus: unknown key"),
         ('[env]\nn_envs = "many"\n', "[env] n_envs"),
         ("[reward.height]\nweight = 'x'\n", "[reward.height] weight"),
+        ("[reward]\nhieght = 2.5\n", "[reward] hieght: unknown key"),
         ("[env\n", "not valid TOML"),
         ("[ppo]\nbatch_size = 0\n", "[ppo] batch_size"),
         ("[env]\nbackend = 'tpu'\n", "[env] backend"),
@@ -265,3 +266,38 @@ def test_worker_refuses_the_gpu_profile_when_torch_has_no_cuda(tmp_path):
     assert p.returncode == 2, p.stderr[-2000:]
     assert "backend auto chose the GPU" in p.stderr and "sees no CUDA" in p.stderr, p.stderr[-2000:]
     assert not list((tmp_path / "models").glob("*.json"))  # nothing trained, nothing saved
+
+
+def test_reward_table_config_defaults_and_functions_agree():
+    """go2train/sim/rewards.py TERMS is the one list of reward terms: [reward] has exactly its terms'
+    weights (default = the table's) and params, every term is a documented function of that module
+    under its own name, every public function there is a term (or the `moving` helper), and
+    docs/ENV.md's table states the table's weights."""
+    import inspect
+    import re
+
+    from go2train.config import RewardConfig
+    from go2train.sim import rewards
+    from go2train.sim.rewards import TERMS
+
+    r = Config().reward
+    assert r.term_weights() == {n: t.weight for n, t in TERMS.items()}
+    assert list(r.term_weights()) == list(TERMS)  # the summation order
+    keys = {"scale_by_dt", "tracking_sigma", "tracking_frame"}
+    for n, t in TERMS.items():
+        keys |= {n} if t.section else {n, *t.params}
+        if t.section:
+            assert set(getattr(r, n).model_dump()) == {"weight", *t.params}
+    assert set(RewardConfig.model_fields) == keys
+    public = {n for n, f in inspect.getmembers(rewards, inspect.isfunction)
+              if f.__module__ == rewards.__name__ and not n.startswith("_")}
+    assert public - {"term", "moving"} == set(TERMS)
+    for n, t in TERMS.items():
+        assert getattr(rewards, n) is t.fn
+        assert len(t.fn.__doc__.strip().splitlines()) == 1, n  # one line: what the term is
+    assert [n for n, t in TERMS.items() if t.clock] == ["gait_contact", "feet_swing_height"]
+    doc = (Path(__file__).parents[1] / "docs" / "ENV.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \|.*\| ([−-]?[\d.]+)[^|]*\|$", doc, re.M))
+    assert rows and set(rows) <= set(TERMS)  # a documented term exists (a new one: add its row)
+    for n, w in rows.items():
+        assert float(w.replace("−", "-")) == TERMS[n].weight, n

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from go2train.config import Config, DomainRandConfig
+from go2train.sim import rewards
 
 pytestmark = pytest.mark.genesis
 
@@ -65,6 +66,22 @@ def test_step_reward_is_sum_of_weighted_terms_times_dt(env):
         pytest.skip("a robot finished on the first step")
     total = sum(env.weighted_terms().values()) * env.dt
     assert res.reward.tolist() == pytest.approx(total.tolist(), rel=1e-4, abs=1e-6)
+
+
+def test_env_runs_the_reward_table(env):
+    """The env's terms are go2train/sim/rewards.py's, those with a weight, in the table's order;
+    each returns one value per robot; no reward method is left on the env."""
+    from go2train.sim.env import Go2Env
+
+    on = [n for n, w in env.cfg.reward.term_weights().items() if w != 0.0]
+    assert list(env.reward_functions) == list(env.reward_weights) == list(env.episode_terms) == on
+    assert all(env.reward_functions[n] is rewards.TERMS[n].fn for n in on)
+    env.reset()
+    env.step(torch.zeros(N, 12))
+    for n, t in rewards.TERMS.items():
+        if not t.contacts or env.needs_contacts:
+            assert t.fn(env).shape == (N,), n
+    assert not [m for m in dir(Go2Env) if m.startswith("_reward_")]
 
 
 def test_grace_period(env):
@@ -211,18 +228,18 @@ def test_heading_command_steers_back_and_heading_frame_tracking_pays_no_circles(
         env.world_lin_vel[:] = torch.tensor([0.5 * np.cos(2 * half), 0.5 * np.sin(2 * half), 0.0])
         env.base_lin_vel[:] = torch.tensor([0.5, 0.0, 0.0])
         cfg.reward.tracking_frame = "base"
-        assert env._reward_tracking_lin_vel().tolist() == pytest.approx([1.0] * N)
+        assert rewards.tracking_lin_vel(env).tolist() == pytest.approx([1.0] * N)
         cfg.reward.tracking_frame = "heading"
         off = 0.25 * ((1 - np.cos(2 * half)) ** 2 + np.sin(2 * half) ** 2)
-        assert env._reward_tracking_lin_vel().tolist() == pytest.approx([np.exp(-off / 0.25)] * N, rel=1e-4)
+        assert rewards.tracking_lin_vel(env).tolist() == pytest.approx([np.exp(-off / 0.25)] * N, rel=1e-4)
         cfg.reward.tracking_frame = "both"  # the same: facing its way of walking, but off course
-        assert env._reward_tracking_lin_vel().tolist() == pytest.approx([np.exp(-off / 0.25)] * N, rel=1e-4)
+        assert rewards.tracking_lin_vel(env).tolist() == pytest.approx([np.exp(-off / 0.25)] * N, rel=1e-4)
         # Crab walking: facing 90 degrees left, moving along the start heading at the command.
         env.base_euler[:, 2] = 90.0
         env.world_lin_vel[:] = torch.tensor([0.5, 0.0, 0.0])
-        assert env._reward_tracking_lin_vel().tolist() == pytest.approx([np.exp(-0.5 / 0.25)] * N, rel=1e-4)
+        assert rewards.tracking_lin_vel(env).tolist() == pytest.approx([np.exp(-0.5 / 0.25)] * N, rel=1e-4)
         cfg.reward.tracking_frame = "heading"
-        assert env._reward_tracking_lin_vel().tolist() == pytest.approx([1.0] * N)  # paid in full
+        assert rewards.tracking_lin_vel(env).tolist() == pytest.approx([1.0] * N)  # paid in full
     finally:
         cfg.command.heading, cfg.reward.tracking_frame = saved
         env.reset()
@@ -249,9 +266,9 @@ def test_trot_clock_terms_pay_a_diagonal_step_not_a_stand():
     clear = env.foot_clearance()
     assert clear.abs().max() < 0.01, clear  # standing: every foot on the ground
     # A stand agrees with the clock on 2 feet of 4 and misses the swing height on the other two.
-    assert env._reward_gait_contact().tolist() == pytest.approx([0.5, 0.5])
+    assert rewards.gait_contact(env).tolist() == pytest.approx([0.5, 0.5])
     h = cfg.reward.swing_height
-    assert env._reward_feet_swing_height().tolist() == pytest.approx([2 * h**2] * 2, abs=2 * 0.01 * h + 1e-4)
+    assert rewards.feet_swing_height(env).tolist() == pytest.approx([2 * h**2] * 2, abs=2 * 0.01 * h + 1e-4)
     # Robot 0 lifts its FR foot: the clearance sees it, the other feet stay down.
     peak = torch.full((2, 4), -1.0)
     for _ in range(20):
@@ -302,10 +319,10 @@ def test_commands_respect_ranges_standing_share_and_resample_schedule():
     # The gait terms do not ask a robot told to stand to step; a robot told to move or turn is asked.
     env.set_commands(torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.8]]).repeat(22, 1)[:64])
     assert env.standing.tolist() == [True, False, False] * 21 + [True]
-    moving = env._moving()
+    moving = rewards.moving(env)
     assert moving.tolist() == [False, True, True] * 21 + [False]
-    assert (env._reward_gait_contact()[env.standing] == 0).all()
-    assert (env._reward_feet_swing_height()[env.standing] == 0).all()
+    assert (rewards.gait_contact(env)[env.standing] == 0).all()
+    assert (rewards.feet_swing_height(env)[env.standing] == 0).all()
     # Fixed commands stay fixed across resamples and resets (eval, video).
     for _ in range(30):
         env.step(torch.zeros(64, 12))

@@ -21,7 +21,8 @@ import pytest
 import torch
 from helpers import go2train, snapshot
 
-from go2train.config import JOINT_NAMES, Config, DomainRandConfig
+from go2train.config import Config, DomainRandConfig
+from go2train.robot import JOINT_NAMES
 from go2train.run import checkpoint
 from go2train.run.layout import RunDir, chunk_name
 from go2train.tools.export import obs_layout

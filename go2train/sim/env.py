@@ -26,9 +26,10 @@ yaw-rate slot, which in heading mode carries the drawn yaw rate plus a correctio
 commanded heading (``self.heading_target``: the start heading turning at the drawn rate,
 ``self.yaw_command``). Eval and video fix the commands per robot (:meth:`Go2Env.set_commands`).
 
-Reward: every term is a method ``_reward_<name>`` returning a per-robot tensor; it is multiplied by
-its weight from ``[reward]`` (and by ``dt`` when ``[reward] scale_by_dt``, as legged_gym and Genesis
-do) and summed. A weight of 0 switches a term off (it is not even computed).
+Reward: the terms are functions in go2train/sim/rewards.py (``TERMS``), one per-robot tensor each;
+:meth:`Go2Env._compute_reward` multiplies each by its weight from ``[reward]`` (and by ``dt`` when
+``[reward] scale_by_dt``, as legged_gym and Genesis do) and sums them. A weight of 0 switches a term
+off (it is not even computed). The Go2's joints, pose, gains and links come from go2train/robot.py.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ from typing import Any
 
 import torch
 
-from go2train.config import JOINT_NAMES, Config
+from go2train import robot
+from go2train.config import Config
 from go2train.sim import qdfast
+from go2train.sim.rewards import TERMS
 
 RAND_SEED_OFFSET = 7919  # the randomisation stream's seed: [env] seed + this
 
@@ -64,11 +67,11 @@ def robot_urdf(visual: bool) -> str:
     docs/CHUNKS.md)."""
     global _ROBOT_XML
     if visual:
-        return "urdf/go2/urdf/go2.urdf"
+        return robot.URDF
     if _ROBOT_XML is None:
         from genesis.utils.misc import get_assets_dir
 
-        root = ET.parse(os.path.join(get_assets_dir(), "urdf/go2/urdf/go2.urdf")).getroot()
+        root = ET.parse(os.path.join(get_assets_dir(), robot.URDF)).getroot()
         for link in root.iter("link"):
             for v in link.findall("visual"):
                 link.remove(v)
@@ -80,11 +83,11 @@ def foot_geometry() -> dict[str, Any]:
     """From Genesis's go2.urdf: each ``<leg>_foot`` link's offset in its calf frame (the fixed
     ``<leg>_foot_joint``, which Genesis merges into the calf), its collision sphere centre and radius.
     """
-    out = {"joint": [0.0, 0.0, -0.213], "sphere": [-0.002, 0.0, 0.0], "radius": 0.022}
+    out = {"joint": list(robot.FOOT_JOINT_XYZ), "sphere": list(robot.FOOT_SPHERE_XYZ), "radius": robot.FOOT_RADIUS}
     try:
         from genesis.utils.misc import get_assets_dir
 
-        root = ET.parse(os.path.join(get_assets_dir(), "urdf/go2/urdf/go2.urdf")).getroot()
+        root = ET.parse(os.path.join(get_assets_dir(), robot.URDF)).getroot()
         j = root.find("joint[@name='FR_foot_joint']/origin")
         link = root.find("link[@name='FR_foot']/collision")
         if j is not None:
@@ -168,7 +171,7 @@ class StepResult:
 class Go2Env:
     """Batched Go2 locomotion environment on one Genesis scene."""
 
-    num_actions = 12
+    num_actions = robot.NUM_JOINTS
 
     def __init__(self, cfg: Config, n_envs: int | None = None, camera: tuple[int, int] | None = None):
         import genesis as gs
@@ -213,11 +216,11 @@ class Go2Env:
         self.rigid = self.scene.sim.rigid_solver
 
         # The feet are fixed links merged into the calves: contacts are read on the calf links.
-        self.foot_links = [self.robot.get_link(f"{leg}_calf").idx_local for leg in ("FR", "FL", "RR", "RL")]
+        self.foot_links = [self.robot.get_link(name).idx_local for name in robot.FOOT_LINKS]
         g = foot_geometry()
         self.foot_radius = g["radius"]
         self.foot_offset = torch.tensor([a + b for a, b in zip(g["joint"], g["sphere"])], device=self.device)
-        self.motor_dofs = [self.robot.get_joint(name).dofs_idx_local[0] for name in JOINT_NAMES]
+        self.motor_dofs = [self.robot.get_joint(name).dofs_idx_local[0] for name in robot.JOINT_NAMES]
         self.robot.set_dofs_kp([e.kp] * 12, self.motor_dofs)
         self.robot.set_dofs_kv([e.kd] * 12, self.motor_dofs)
         self._init_rand()
@@ -229,11 +232,12 @@ class Go2Env:
 
     # ------------------------------------------------------------------ setup
     def _setup_rewards(self) -> None:
+        """The terms switched on (weight != 0), in TERMS order (go2train/sim/rewards.py)."""
         r = self.cfg.reward
-        scale = self.dt if r.scale_by_dt else 1.0
         self.reward_weights = {k: w for k, w in r.term_weights().items() if w != 0.0}
-        self.reward_scale = scale
-        self.reward_functions = {k: getattr(self, f"_reward_{k}") for k in self.reward_weights}
+        self.reward_scale = self.dt if r.scale_by_dt else 1.0
+        self.reward_functions = {k: TERMS[k].fn for k in self.reward_weights}
+        self.needs_contacts = any(TERMS[k].contacts for k in self.reward_weights)
 
     def _alloc_buffers(self) -> None:
         n, dev, f = self.n_envs, self.device, torch.float32
@@ -269,7 +273,7 @@ class Go2Env:
         self.start_xy = torch.zeros((n, 2), device=dev, dtype=f)
         self.feet_air_time = torch.zeros((n, 4), device=dev, dtype=f)
         self.last_contacts = torch.zeros((n, 4), device=dev, dtype=torch.bool)
-        self.trot_offsets = torch.tensor([0.0, 0.5, 0.5, 0.0], device=dev, dtype=f)  # FR, FL, RR, RL
+        self.trot_offsets = torch.tensor(robot.TROT_OFFSETS, device=dev, dtype=f)  # FR, FL, RR, RL
         self.obs_buf = torch.zeros((n, self.num_obs), device=dev, dtype=f)
         self.rew_buf = torch.zeros((n,), device=dev, dtype=f)
         self.gen = torch.Generator(device=dev)
@@ -497,15 +501,7 @@ class Go2Env:
         if bool(invalid.any()):
             self._sanitize(invalid)
 
-        # Reward.
-        if self.reward_weights.keys() & {"feet_air_time", "gait_contact"}:
-            self._update_feet()
-        self.rew_buf.zero_()
-        for name, fn in self.reward_functions.items():
-            r = fn() * (self.reward_weights[name] * self.reward_scale)
-            self.rew_buf += r
-            self.episode_terms[name] += r
-        self.rew_buf[invalid] = 0.0
+        self._compute_reward(invalid)
         self.episode_return += self.rew_buf
         self._track_step()
 
@@ -538,6 +534,17 @@ class Go2Env:
             obs = self._compute_obs()
         return StepResult(obs, self.rew_buf, terminated, truncated, done_idx, terminal_obs, invalid, episodes)
 
+    def _compute_reward(self, invalid: torch.Tensor) -> None:
+        """``rew_buf`` = the sum of the weighted terms (times dt), 0 for invalid robots; per-term episode sums."""
+        if self.needs_contacts:
+            self._update_feet()
+        self.rew_buf.zero_()
+        for name, fn in self.reward_functions.items():
+            r = fn(self) * (self.reward_weights[name] * self.reward_scale)
+            self.rew_buf += r
+            self.episode_terms[name] += r
+        self.rew_buf[invalid] = 0.0
+
     def _sanitize(self, invalid: torch.Tensor) -> None:
         import genesis as gs  # noqa: F401
 
@@ -552,7 +559,7 @@ class Go2Env:
             t[idx] = torch.nan_to_num(t[idx], nan=0.0, posinf=0.0, neginf=0.0)
 
     def _update_feet(self) -> None:
-        """Foot contacts (calf-link contact force) and swing timers, for the feet_air_time term."""
+        """Foot contacts (calf-link contact force) and swing timers, for the ``contacts`` terms."""
         force = self.robot.get_links_net_contact_force()[:, self.foot_links, 2]
         contact = force > 1.0
         contact_filt = contact | self.last_contacts  # contact reports flicker on hard ground
@@ -594,7 +601,7 @@ class Go2Env:
 
     def weighted_terms(self) -> dict[str, torch.Tensor]:
         """Each term times its weight (without the dt scale), for the current state."""
-        return {k: fn() * self.reward_weights[k] for k, fn in self.reward_functions.items()}
+        return {k: fn(self) * self.reward_weights[k] for k, fn in self.reward_functions.items()}
 
     # ------------------------------------------------------------------ randomisation ([domain_rand])
     def _init_rand(self) -> None:
@@ -746,79 +753,6 @@ class Go2Env:
         u = 2 * torch.rand((self.n_envs, 30), generator=self.rand_gen, device=self.device) - 1
         noisy = torch.cat(raw, dim=1) + u * self.noise_levels
         return noisy[:, 0:3], noisy[:, 3:6], noisy[:, 6:18], noisy[:, 18:30]
-
-    # ------------------------------------------------------------------ reward terms
-    def _reward_tracking_lin_vel(self) -> torch.Tensor:
-        """``exp(-|cmd_xy - v_xy|^2 / sigma)`` with v in the frame ``[reward] tracking_frame``:
-        "base" (the base's own frame), "heading" (the commanded heading: the start heading turning
-        at the commanded yaw rate), "both" (the smaller of the heading-frame term and the term with
-        v along the robot's own facing)."""
-        frame = self.cfg.reward.tracking_frame
-        if frame == "base":
-            return self._track(self.base_lin_vel)
-        heading = self._track(self.heading_velocity())
-        if frame == "heading":
-            return heading
-        return torch.minimum(heading, self._track(self.own_velocity()))
-
-    def _track(self, vel: torch.Tensor) -> torch.Tensor:
-        err = torch.sum(torch.square(self.commands[:, :2] - vel[:, :2]), dim=1)
-        return torch.exp(-err / self.cfg.reward.tracking_sigma)
-
-    def _reward_tracking_ang_vel(self) -> torch.Tensor:
-        err = torch.square(self.commands[:, 2] - self.base_ang_vel[:, 2])
-        return torch.exp(-err / self.cfg.reward.tracking_sigma)
-
-    def _reward_lin_vel_z(self) -> torch.Tensor:
-        return torch.square(self.base_lin_vel[:, 2])
-
-    def _reward_action_rate(self) -> torch.Tensor:
-        return torch.sum(torch.square(self.last_actions - self.actions), dim=1)
-
-    def _reward_similar_to_default(self) -> torch.Tensor:
-        return torch.sum(torch.abs(self.dof_pos - self.default_dof_pos), dim=1)
-
-    def _reward_height(self) -> torch.Tensor:
-        """Seed 004: ``floor_penalty`` below ``floor``, else ``exp(-sharpness*|z - target|)``."""
-        h = self.cfg.reward.height
-        z = self.base_pos[:, 2]
-        return torch.where(z < h.floor, torch.full_like(z, h.floor_penalty), torch.exp(-h.sharpness * (z - h.target).abs()))
-
-    def _moving(self) -> torch.Tensor:
-        """Robots commanded to move: |cmd_xy| > MOVE_EPS or a drawn yaw rate |yaw| > MOVE_EPS (a
-        turn on the spot steps too). The gait terms (gait_contact, feet_swing_height,
-        feet_air_time) pay and cost nothing to a robot told to stand still; the heading mode's
-        correction alone does not count as a command to move."""
-        return (torch.norm(self.commands[:, :2], dim=1) > self.MOVE_EPS) | (self.yaw_command.abs() > self.MOVE_EPS)
-
-    def _reward_gait_contact(self) -> torch.Tensor:
-        """Fraction of feet whose contact agrees with the trot clock (only while told to move)."""
-        stance, _ = self.trot_schedule()
-        agree = (self.last_contacts == stance).float().mean(dim=1)
-        return agree * self._moving()
-
-    def _reward_feet_swing_height(self) -> torch.Tensor:
-        """Squared error of each foot's clearance against the clock's swing profile (a real step,
-        not a shuffle: the foot must rise ``swing_height`` mid-swing and be down in stance)."""
-        _, swing = self.trot_schedule()
-        target = self.cfg.reward.swing_height * torch.sin(math.pi * swing)
-        return torch.sum(torch.square(self.foot_clearance() - target), dim=1) * self._moving()
-
-    def _reward_forward_progress(self) -> torch.Tensor:
-        """Speed along the commanded direction (commanded-heading frame), capped at the commanded
-        speed (no pay for sprinting); 0 for a robot told to stand."""
-        cmd = self.commands[:, :2]
-        speed = torch.norm(cmd, dim=1)
-        along = (self.heading_velocity() * cmd).sum(1) / speed.clamp_min(1e-6)
-        return torch.minimum(along, speed)
-
-    def _reward_feet_air_time(self) -> torch.Tensor:
-        """legged_gym's swing reward: at each touchdown, (air time - target); only while commanded to move."""
-        rew = torch.sum((self.touchdown_air_time - self.cfg.reward.feet_air_time_target) * self.first_contact, dim=1)
-        return rew * self._moving()
-
-    def _reward_alive(self) -> torch.Tensor:
-        return torch.ones_like(self.rew_buf)
 
     # ------------------------------------------------------------------ misc
     def forward_distance(self) -> torch.Tensor:

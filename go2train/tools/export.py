@@ -9,7 +9,7 @@
   ``(batch, 12)``, the deterministic action (the Gaussian policy's mean) clipped to
   ``[-1, 1]`` (the action space; SB3's ``predict`` clips there) and to ``±clip_actions`` (the
   env's clip): the ``action`` the env stores and observes. Joint position targets are
-  ``default_dof_pos + action_scale * action`` (joint order :data:`~go2train.config.JOINT_NAMES`).
+  ``default_dof_pos + action_scale * action`` (joint order :data:`~go2train.robot.JOINT_NAMES`).
   The VecNormalize observation statistics are baked in, computed in float64 as SB3 does:
   ``clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs)``, then float32.
 * ``policy.json``: everything else needed to run the policy: observation layout
@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from go2train import __version__
-from go2train.config import JOINT_NAMES, Config
+from go2train.config import Config
+from go2train.robot import JOINT_NAMES
 from go2train.run import exitcodes
 from go2train.run.files import atomic_write_bytes
 from go2train.run.layout import RunDir, chunk_name
