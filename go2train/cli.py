@@ -188,7 +188,7 @@ def chaos_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
 ) -> None:
     """Reliability campaign: a real daemon on a tiny config, seeded faults, then checks (docs/RELIABILITY.md)."""
-    from go2train import chaos
+    from go2train.faults import campaign as chaos
 
     try:
         code = chaos.main(faults, minutes, seed, run_dir, json_out)

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from helpers import clean_env
 
-from go2train import chaos
+from go2train.faults import plan
+from go2train.faults.worklog import parse_worker_log
 
 PY = sys.executable
 
@@ -27,23 +28,23 @@ SHORT = {"faults": 5, "minutes": 9, "seed": 12}
 
 
 def test_plan_is_seeded_and_has_the_campaign_mix():
-    assert chaos.make_plan(60, 7) == chaos.make_plan(60, 7)
-    assert chaos.make_plan(60, 7) != chaos.make_plan(60, 8)
-    kinds = Counter(f["kind"] for f in chaos.make_plan(60, 1))
+    assert plan.make_plan(60, 7) == plan.make_plan(60, 7)
+    assert plan.make_plan(60, 7) != plan.make_plan(60, 8)
+    kinds = Counter(f["kind"] for f in plan.make_plan(60, 1))
     assert kinds["sup_kill"] == 10 and sum(kinds.values()) == 60
-    assert sum(kinds[k] for k in chaos.WORKER_KINDS) == 50 and all(kinds[k] >= 1 for k in chaos.WORKER_KINDS)
-    short = [f["kind"] for f in chaos.make_plan(**{k: SHORT[k] for k in ("faults", "seed")})]
+    assert sum(kinds[k] for k in plan.WORKER_KINDS) == 50 and all(kinds[k] >= 1 for k in plan.WORKER_KINDS)
+    short = [f["kind"] for f in plan.make_plan(**{k: SHORT[k] for k in ("faults", "seed")})]
     assert sorted(short) == sorted(["sup_kill", "hang", "save_crash", "corrupt", "segv"])
-    specs = [f["spec"] for f in chaos.make_plan(200, 3) if "spec" in f]
+    specs = [f["spec"] for f in plan.make_plan(200, 3) if "spec" in f]
     assert len(specs) == len(set(specs))  # a failpoint spec fires once per run dir: each must be new
-    fails = chaos.render_failures(1)
-    assert fails[0] == chaos.EPISODES and 2 * chaos.EPISODES not in fails
+    fails = plan.render_failures(1)
+    assert fails[0] == plan.EPISODES and 2 * plan.EPISODES not in fails
 
 
 def test_render_hook_fails_planned_milestones_with_one_line(tmp_path):
     (tmp_path / "chaos").mkdir()
     (tmp_path / "chaos" / "render_plan.json").write_text(json.dumps({"fail": [50]}))
-    p = subprocess.run([PY, "-m", "go2train.chaos", "render-hook", str(tmp_path), "50"], capture_output=True,
+    p = subprocess.run([PY, "-m", "go2train.faults", "render-hook", str(tmp_path), "50"], capture_output=True,
                        text=True, timeout=60, env=clean_env())
     assert p.returncode == 1
     assert p.stderr.strip() == "go2train chaos: injected render failure for chunk 50"
@@ -81,7 +82,7 @@ def test_worker_log_parsing():
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "worker.log"
         path.write_text(text)
-        s = chaos.parse_worker_log(path)
+        s = parse_worker_log(path)
     assert list(s) == [11, 12]
     assert s[11]["resumed"] == ("chunk_000050", 6400, 410) and s[11]["resume_points"] == [9000]
     assert s[11]["moved"][0]["name"] == "chunk_000100" and s[11]["moved"][0]["dest"].endswith(".11")
@@ -122,7 +123,7 @@ def test_short_chaos_campaign(tmp_path):
         raise AssertionError(f"no JSON result (rc {p.returncode}): {p.stdout[-2000:]} {p.stderr[-3000:]}") from None
     failed = [c for c in res["checks"] if not c["ok"]]
     assert p.returncode == 0 and not failed, json.dumps(failed, indent=1) + "\n" + p.stderr[-3000:]
-    assert sum(res["by_kind"][k] for k in chaos.KINDS if k != "render_fail") == SHORT["faults"]
+    assert sum(res["by_kind"][k] for k in plan.KINDS if k != "render_fail") == SHORT["faults"]
     assert res["by_kind"]["sup_kill"] >= 1 and res["by_kind"]["render_fail"] >= 1
     assert res["ended_by"] == "DONE"
     assert (run / "chaos" / "result.json").exists() and (run / "chaos" / "plan.json").exists()
