@@ -6,10 +6,10 @@ the last milestone video finishes after the run completed (no worker left to run
 the allowed moves are supervisor/states.py's; the watchdog's judgement (hung? start-up too slow?)
 is supervisor/watchdog.py's and the restart policy supervisor/policy.py's, both pure; this module
 does the processes, the files and the waiting. A worker runs in four steps: spawn, watch, record
-its exit, record its memory (``_run_worker``). Milestone videos
-render in a second child *beside* the worker, watched in the same poll loop: at most one at a time
-(a milestone that comes meanwhile waits; only the newest waiting one is kept), at a lower CPU
-priority, killed after ``[video] timeout_s``; a failed render is one ``render`` event, nothing else.
+its exit, record its memory (``_run_worker``). Milestone videos render in a second child *beside*
+the worker, watched in the same poll loop (supervisor/render.py: at most one at a time, only the
+newest waiting milestone kept, a lower CPU priority, killed after ``[video] timeout_s``; a failed
+render is one ``render`` event, nothing else).
 ``logs/state.json`` is rewritten on every change and ``logs/events.jsonl`` gets one line per
 event, as in docs/CONTRACTS.md. Single-threaded: signal handlers only set flags, and a
 ``set_wakeup_fd`` pipe wakes the poll loop at once (SIGCHLD included, so exits are seen at once).
@@ -35,27 +35,12 @@ from go2train.run.files import append_jsonl, atomic_write_json, read_json
 from go2train.run.layout import RunDir
 from supervisor import procs, states, watchdog
 from supervisor.policy import RestartPolicy
+from supervisor.render import Renders
 from supervisor.states import State
 
 STATES = states.STATES  # the names, as before (supervisor/states.py owns them)
 GPU_LEAK_MB = 256.0
 WORKER_STDERR_LOG = "worker.stderr.log"
-RENDER_LOG = "render.log"
-RENDER_NICE = 10  # renders run this much nicer than the worker
-RENDER_STOP_S = 10.0  # at most this long for a render to end on SIGTERM before SIGKILL
-RENDER_PROGRESS_ENV = "GO2TRAIN_RENDER_PROGRESS"  # where `go2train video` writes frames done/total
-
-
-@dataclass
-class RenderJob:
-    proc: Any
-    chunk: int
-    t0: float
-    spawn_wall: float
-    log_path: Path
-    offset: int
-    stop_reason: str | None = None  # set when the supervisor stops it (daemon stop, FATAL)
-    stop_sent: float = 0.0  # monotonic time of the SIGTERM
 
 
 @dataclass
@@ -100,6 +85,7 @@ class Supervisor:
         self.sc = cfg.supervisor
         self.worker_cmd = list(worker_cmd)
         self.render_cmd = render_cmd
+        self.renders = Renders(self, render_cmd)  # the milestone render beside the worker
         self.gpu_probe_cmd = procs.default_gpu_probe_cmd() if gpu_probe_cmd is None else list(gpu_probe_cmd)
         self.out = out if out is not None else sys.stdout
         self.policy = RestartPolicy.from_config(self.sc)
@@ -113,9 +99,6 @@ class Supervisor:
         self._stop_signal: str | None = None
         self._sighups = 0
         self._child = None  # the live worker Popen, for last-resort cleanup
-        self._render: RenderJob | None = None  # the milestone render running beside the worker
-        self._render_pending: int | None = None  # the milestone waiting for it to end
-        self._in_render_poll = False
         self._rfd = self._wfd = -1
         self._old_handlers: dict[int, Any] = {}
         self._old_wakeup = -1
@@ -158,7 +141,7 @@ class Supervisor:
         """Sleep up to ``timeout`` s; a signal (child exit, stop request) wakes us early."""
         if interruptible and self._stop_signal:
             return
-        if self._render is not None:  # its timeout is checked at least every poll_s
+        if self.renders.running:  # its timeout is checked at least every poll_s
             timeout = min(timeout, self.sc.poll_s)
         try:
             r, _, _ = select.select([self._rfd], [], [], max(0.0, timeout))
@@ -172,7 +155,7 @@ class Supervisor:
             except (BlockingIOError, OSError):
                 pass
         self._check_sighup()
-        self._poll_render()
+        self.renders.poll()
 
     def _check_sighup(self) -> None:
         if self._sighups:
@@ -258,7 +241,7 @@ class Supervisor:
             return self._fatal(f"supervisor error: {type(exc).__name__}: {exc}")
         finally:
             self._kill_child()
-            self._kill_render()
+            self.renders.kill()
             self._restore_signals()
 
     def _loop(self) -> int:
@@ -308,13 +291,13 @@ class Supervisor:
 
     def _fatal(self, reason: str) -> int:
         self._emit("fatal", reason=reason)
-        self._stop_render("supervisor FATAL")  # the supervisor exits: no renderer left behind
+        self.renders.stop("supervisor FATAL")  # the supervisor exits: no renderer left behind
         self._set_state(State.FATAL, fatal_reason=reason, worker_pid=None, next_retry=None)
         return 1
 
     def _finish_stopped(self) -> int:
         self._set_state(State.STOPPING, next_retry=None)
-        self._stop_render(f"stopped ({self._stop_signal})" if self._stop_signal else "stopped")
+        self.renders.stop(f"stopped ({self._stop_signal})" if self._stop_signal else "stopped")
         self._set_state(State.STOPPED, worker_pid=None, render_pid=None, render_started=None, render_chunk=None)
         return 0
 
@@ -447,8 +430,8 @@ class Supervisor:
     def _run_worker(self) -> WorkerResult | None:
         """Spawn one worker, watch it until it exits, record the exit and its memory."""
         attempt = self.policy.consecutive + 1
-        self._poll_render()  # a render that just ended is not counted as running
-        render_before = self._render is not None
+        self.renders.poll()  # a render that just ended is not counted as running
+        render_before = self.renders.running
         gpu_before = self._probe_gpu()
         if self._stop_signal:
             return None
@@ -523,7 +506,7 @@ class Supervisor:
         """The supervisor is being stopped: STOPPING, and the worker and the render end together."""
         run.stopping = True
         self._set_state(State.STOPPING)
-        self._signal_render_stop(f"stopped ({self._stop_signal})")  # both end in parallel
+        self.renders.signal_stop(f"stopped ({self._stop_signal})")  # both end in parallel
         return self._terminate(run.proc, self.sc.stop_timeout_s)
 
     def _record_exit(self, run: WorkerRun, code: int) -> WorkerResult:
@@ -555,8 +538,8 @@ class Supervisor:
         """The ``memory`` event of a worker that exited (and a ``gpu_leak`` warning)."""
         # A render alive at either probe makes their difference meaningless (its own GPU memory
         # comes and goes): then no leak is judged. One that ran and ended in between is fine.
-        self._poll_render()
-        overlap = render_before or self._render is not None
+        self.renders.poll()
+        overlap = render_before or self.renders.running
         gpu_after = self._probe_gpu() if overlap else self._probe_gpu_after(gpu_before)
         leak = (not overlap and gpu_before is not None and gpu_after is not None
                 and gpu_after - gpu_before > GPU_LEAK_MB)
@@ -572,144 +555,19 @@ class Supervisor:
 
     # ------------------------------------------------------------------ milestone videos
     def _request_render(self, chunk: int) -> None:
-        """Render ``chunk``'s video beside training: now if no render runs, else after it (only
-        the newest waiting milestone is kept; one it displaces gets a ``render_skipped`` warning)."""
-        if self.render_cmd is None:
-            return
-        if self._render is None:
-            self._start_render(chunk)
-            return
-        if self._render_pending is not None and self._render_pending != chunk:
-            self._skip_pending(f"milestone {chunk} came while the video of chunk {self._render.chunk} "
-                               "was still rendering")
-        self._render_pending = chunk
-        self._update(render_pending=chunk)
-
-    def _skip_pending(self, why: str) -> None:
-        chunk, self._render_pending = self._render_pending, None
-        self.info["render_pending"] = None
-        if chunk is not None:
-            self._emit("warning", kind="render_skipped",
-                       message=f"no milestone video for chunk {chunk}: {why}; render it with: "
-                               f"go2train video --chunk {chunk} --run-dir {self.rd.root}")
-
-    def _start_render(self, chunk: int) -> None:
-        cmd = self.render_cmd(chunk)
-        log_path = self.rd.logs / RENDER_LOG
-        header = f"\n===== go2train supervisor {time.strftime('%Y-%m-%d %H:%M:%S')}: render chunk {chunk}: {' '.join(cmd)}\n"
-        env = self._child_env()
-        env[RENDER_PROGRESS_ENV] = str(self.rd.render_progress)
-        t0 = time.monotonic()
-        spawn_wall = time.time()
-        try:
-            proc, offset = procs.spawn(cmd, log_path, self.rd.root, header, env, nice=RENDER_NICE)
-        except OSError as exc:
-            self._emit("render", chunk=chunk, ok=False, seconds=0.0, error=f"cannot start renderer: {exc}")
-            return
-        self._render = RenderJob(proc, chunk, t0, spawn_wall, log_path, offset)
-        started = identity.create_time(proc.pid) or spawn_wall  # its create time (orphan detection)
-        self._update(render_pid=proc.pid, render_started=started, render_chunk=chunk)
-        self._emit("render_start", pid=proc.pid, chunk=chunk)
-
-    def _poll_render(self) -> None:
-        """Reap the render if it ended, kill it past ``[video] timeout_s``, start a waiting one."""
-        job = self._render
-        if job is None or self._in_render_poll:
-            return
-        self._in_render_poll = True
-        try:
-            result = procs.reap(job.proc)
-            error = None
-            if result is None:
-                timeout = self.cfg.video.timeout_s
-                if time.monotonic() - job.t0 <= timeout:
-                    return
-                procs.killpg(job.proc.pid, signal.SIGKILL)
-                result = self._reap_after_kill(job.proc)
-                error = f"timeout after {timeout:g} s (killed)"
-            self._end_render(result[0], error)
-            if self._render_pending is not None and not self._stop_signal:
-                chunk, self._render_pending = self._render_pending, None
-                self.info["render_pending"] = None
-                self._start_render(chunk)
-        finally:
-            self._in_render_poll = False
-
-    def _end_render(self, code: int, error: str | None) -> None:
-        job, self._render = self._render, None
-        assert job is not None
-        procs.killpg(job.proc.pid, signal.SIGKILL)  # leftovers of its group (ffmpeg)
-        if error is None and job.stop_reason:
-            error = job.stop_reason
-        if error is None and code != 0:
-            sig = procs.exit_signal(code)
-            error = f"killed by {sig}" if sig else f"exit code {code}"
-            detail = procs.last_line(procs.tail(job.log_path, job.offset))
-            if detail:
-                error += f": {detail}"
-        if error is not None:  # a killed render must not leave a partial video behind
-            procs.remove_render_temp_files(self.rd.videos, job.proc.pid)
-        self._update(render_pid=None, render_started=None, render_chunk=None)
-        self._emit("render", chunk=job.chunk, ok=error is None, seconds=round(time.monotonic() - job.t0, 3),
-                   error=error, pid=job.proc.pid)
-
-    def _signal_render_stop(self, reason: str) -> None:
-        """SIGTERM (+SIGCONT) to the render's group; :meth:`_stop_render` waits for it."""
-        if self._render_pending is not None:
-            self._skip_pending(reason)
-        job = self._render
-        if job is None or job.stop_reason:
-            return
-        job.stop_reason = reason
-        job.stop_sent = time.monotonic()
-        procs.killpg(job.proc.pid, signal.SIGTERM)
-        procs.killpg(job.proc.pid, signal.SIGCONT)
-
-    def _stop_render(self, reason: str) -> None:
-        """Stop the render (SIGTERM, then SIGKILL after RENDER_STOP_S) and drop a waiting one."""
-        self._signal_render_stop(reason)
-        job = self._render
-        if job is None:
-            return
-        self._in_render_poll = True  # this method reaps it
-        try:
-            # counted from the SIGTERM, sent together with the worker's: a stop takes at most
-            # max(stop_timeout_s, RENDER_STOP_S), within `daemon stop`'s default wait
-            deadline = job.stop_sent + min(self.sc.stop_timeout_s, RENDER_STOP_S)
-            result = procs.reap(job.proc)
-            while result is None and time.monotonic() < deadline:
-                self._wait(0.05, interruptible=False)
-                result = procs.reap(job.proc)
-            if result is None:
-                procs.killpg(job.proc.pid, signal.SIGKILL)
-                result = self._reap_after_kill(job.proc)
-            self._end_render(result[0], None)
-        finally:
-            self._in_render_poll = False
-
-    def _kill_render(self) -> None:
-        """Last resort (supervisor exiting): SIGKILL the render's group, remove its temp files."""
-        job, self._render = self._render, None
-        if job is None or job.proc.returncode is not None:
-            return
-        procs.killpg(job.proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and procs.reap(job.proc) is None:
-            time.sleep(0.02)
-        procs.remove_render_temp_files(self.rd.videos, job.proc.pid)
+        """Render ``chunk``'s video beside training (supervisor/render.py)."""
+        self.renders.request(chunk)
 
     def _drain_renders(self) -> bool:
         """After the run completed: let the running and the waiting render finish (state
         RENDERING, no worker). False when a stop came meanwhile."""
-        while self._render is not None or self._render_pending is not None:
+        while self.renders.job is not None or self.renders.pending is not None:
             if self._stop_signal:
                 return False
-            if self._render is None:  # a waiting one whose start failed to follow
-                chunk, self._render_pending = self._render_pending, None
-                self.info["render_pending"] = None
-                self._start_render(chunk)
+            if self.renders.job is None:  # a waiting one whose start failed to follow
+                self.renders.start_pending()
                 continue
             if self.state != State.RENDERING:
-                self._set_state(State.RENDERING, chunk=self._render.chunk)
+                self._set_state(State.RENDERING, chunk=self.renders.job.chunk)
             self._wait(self.sc.poll_s)
         return True
