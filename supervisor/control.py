@@ -312,7 +312,7 @@ def status(run_dir: Path) -> int:
               f"{st.get('fatal_reason')}; chunk {st.get('chunk')}, {restarts}", flush=True)
         return 1
     if holder is not None:
-        line = f"{state or 'STARTING'} pid {holder.get('pid')} chunk {st.get('chunk')} {restarts}"
+        line = f"{state or State.STARTING} pid {holder.get('pid')} chunk {st.get('chunk')} {restarts}"
         if st.get("worker_pid"):
             line += f" worker {st['worker_pid']}"
             hb = read_json(rd.heartbeat)

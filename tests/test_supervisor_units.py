@@ -233,6 +233,65 @@ def test_file_naming_an_unrelated_live_process_is_stale(tmp_path):
         assert probe(path)["pid"] == os.getpid()
 
 
+# ---------------------------------------------------------------------- daemon stop: identity and escalation
+STUBBORN = r"""
+import signal, sys, time
+from supervisor.pidlock import PidLock
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+lock = PidLock(sys.argv[1]); lock.acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def _stubborn(path):
+    proc = subprocess.Popen([sys.executable, "-c", STUBBORN, str(path)], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_daemon_stop_refuses_a_pid_whose_create_time_differs(tmp_path, capsys):
+    from supervisor import control
+
+    pidfile = tmp_path / "logs" / "daemon.pid"
+    holder = _stubborn(pidfile)
+    try:
+        info = json.loads(pidfile.read_text())
+        with open(pidfile, "r+") as f:  # same inode: the lock stays held
+            f.write(json.dumps({"pid": holder.pid, "start_time": info["start_time"] - 100.0}) + " " * 8)
+        assert control.stop(tmp_path, 0.5) == 1
+        err = capsys.readouterr().err
+        assert "is not the daemon (different start time); not stopping it" in err
+        assert holder.poll() is None  # untouched
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_daemon_stop_kills_a_supervisor_that_ignores_sigterm_and_marks_the_run_stopped(tmp_path, capsys):
+    from supervisor import control
+
+    holder = _stubborn(tmp_path / "logs" / "daemon.pid")
+    try:
+        (tmp_path / "logs" / "state.json").write_text(json.dumps(
+            {"state": "RUNNING", "supervisor_pid": holder.pid, "worker_pid": None, "worker_started": None}))
+        t0 = time.monotonic()
+        assert control.stop(tmp_path, 0.3) == 0
+        assert time.monotonic() - t0 < 5.0
+        holder.wait(timeout=5)  # already reaped by stop()'s psutil wait: its code is lost here
+        assert not psutil.pid_exists(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"go2train daemon pid {holder.pid} did not stop within 0.3 s" in capsys.readouterr().out
+    st = json.loads((tmp_path / "logs" / "state.json").read_text())
+    assert st["state"] == "STOPPED"
+    evs = [json.loads(line) for line in (tmp_path / "logs" / "events.jsonl").read_text().splitlines()]
+    assert [(e["event"], e.get("state"), e.get("previous"), e.get("kind")) for e in evs] == [
+        ("state", "STOPPED", "RUNNING", None), ("warning", None, None, "forced_stop")]
+
+
 # ---------------------------------------------------------------------- GPU probe
 def test_gpu_probe_runs_in_a_child_and_answers_quickly():
     t0 = time.monotonic()
