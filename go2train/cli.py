@@ -76,7 +76,9 @@ def daemon_start(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) 
     from supervisor import control
 
     run_dir = check_run_dir(run_dir, writable=True)
-    load_config(config, run_dir)  # bad config: one line, exit 2, nothing written
+    # Validated here only to give one line (exit 2, nothing written) before forking; the daemon
+    # reads it once more when it starts (docs/CONTRACTS.md, "The config file: who reads it when").
+    load_config(config, run_dir)
     raise typer.Exit(control.start(run_dir, config))
 
 
@@ -86,7 +88,7 @@ def daemon_run(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) ->
     from supervisor import control
 
     run_dir = check_run_dir(run_dir, writable=True)
-    cfg = load_config(config, run_dir)
+    cfg = load_config(config, run_dir)  # the supervisor's one read, kept for its whole life
     raise typer.Exit(control.run_foreground(run_dir, config, cfg))
 
 
@@ -136,8 +138,7 @@ def train_chunk(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -
     from go2train.train import worker
 
     run_dir = check_run_dir(run_dir, writable=True)
-    load_config(config, run_dir)
-    raise typer.Exit(worker.run(run_dir, config))
+    raise typer.Exit(worker.run(run_dir, config))  # the worker reads the config (once, at its start)
 
 
 @app.command("bench")

@@ -28,10 +28,11 @@ import psutil
 
 from go2train.config import Config
 from go2train.run.files import append_jsonl, atomic_write_json, read_json
-from go2train.run.identity import lock_holder
+from go2train.run.identity import alive, live_process, lock_holder
 from go2train.run.layout import RunDir
 from supervisor import procs
 from supervisor.pidlock import AlreadyRunning, PidLock
+from supervisor.states import State
 
 START_WAIT_S = 10.0
 
@@ -169,20 +170,6 @@ def start(run_dir: Path, config: Path | None) -> int:
 
 
 # ---------------------------------------------------------------------- stop
-def _same_process(p: psutil.Process, start_time: object) -> bool:
-    try:
-        return not isinstance(start_time, (int, float)) or abs(p.create_time() - start_time) < 1.0
-    except psutil.Error:
-        return False
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def _group_kill(pid: int) -> None:
     """SIGKILL ``pid``'s process group if it leads one, else just ``pid`` (never a shell's group)."""
     try:
@@ -208,10 +195,10 @@ def _mark_stopped(rd: RunDir, pid: int, timeout: float) -> None:
         st = read_json(rd.state)
         if isinstance(st, dict) and st.get("supervisor_pid") == pid:
             previous = st.get("state")
-            st.update(state="STOPPED", worker_pid=None, worker_started=None, render_pid=None,
+            st.update(state=State.STOPPED, worker_pid=None, worker_started=None, render_pid=None,
                       render_started=None, next_retry=None, updated=time.time())
             atomic_write_json(rd.state, st)
-            append_jsonl(rd.events, {"time": time.time(), "event": "state", "state": "STOPPED",
+            append_jsonl(rd.events, {"time": time.time(), "event": "state", "state": State.STOPPED,
                                      "previous": previous})
             append_jsonl(rd.events, {"time": time.time(), "event": "warning", "kind": "forced_stop",
                                      "message": f"supervisor pid {pid} did not stop within {timeout:g} s;"
@@ -231,18 +218,18 @@ def stop(run_dir: Path, timeout: float) -> int:
     if not isinstance(pid, int):
         _err(f"{rd.pidfile} is locked but names no pid; not stopping anything")
         return 1
-    try:
-        sup = psutil.Process(pid)
-    except psutil.Error:
+    sup = live_process(pid)
+    if sup is None:
         _err(f"daemon pid {pid} (from {rd.pidfile}) is gone")
         return 1
-    if not _same_process(sup, holder.get("start_time")):
+    if live_process(pid, holder.get("start_time")) is None:
         _err(f"pid {pid} in {rd.pidfile} is not the daemon (different start time); not stopping it")
         return 1
+    born = sup.create_time()  # read (and cached by psutil) in live_process
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(sup):
+        if not alive(pid, born):
             if lock_holder(rd.pidfile) is None:
                 print(f"go2train daemon stopped: pid {pid}, run dir {root}", flush=True)
                 return 0
@@ -320,12 +307,12 @@ def status(run_dir: Path) -> int:
     state = st.get("state")
     r = st.get("restarts") or {}
     restarts = f"restarts {r.get('total', 0)} (consecutive {r.get('consecutive', 0)})"
-    if state == "FATAL":
+    if state == State.FATAL:
         print(f"FATAL{' (exiting) pid ' + str(holder.get('pid')) if holder else ''}: "
               f"{st.get('fatal_reason')}; chunk {st.get('chunk')}, {restarts}", flush=True)
         return 1
     if holder is not None:
-        line = f"{state or 'STARTING'} pid {holder.get('pid')} chunk {st.get('chunk')} {restarts}"
+        line = f"{state or State.STARTING} pid {holder.get('pid')} chunk {st.get('chunk')} {restarts}"
         if st.get("worker_pid"):
             line += f" worker {st['worker_pid']}"
             hb = read_json(rd.heartbeat)
@@ -333,7 +320,7 @@ def status(run_dir: Path) -> int:
                 line += f" phase {hb['phase']} {phase_elapsed(hb):.0f} s"
         if st.get("render_pid"):
             line += " " + render_text(st, read_json(rd.render_progress))
-        if state == "BACKOFF" and isinstance(st.get("next_retry"), (int, float)):
+        if state == State.BACKOFF and isinstance(st.get("next_retry"), (int, float)):
             line += f" next retry in {max(0.0, st['next_retry'] - time.time()):.1f} s"
         print(line, flush=True)
         return 0

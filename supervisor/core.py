@@ -2,10 +2,14 @@
 
 States (like supervisord) are the worker's: STARTING (worker spawned, still in a start-up phase),
 RUNNING, BACKOFF (waiting before a restart), STOPPING, STOPPED, FATAL, DONE; RENDERING only while
-the last milestone video finishes after the run completed (no worker left to run). Milestone videos
-render in a second child *beside* the worker, watched in the same poll loop: at most one at a time
-(a milestone that comes meanwhile waits; only the newest waiting one is kept), at a lower CPU
-priority, killed after ``[video] timeout_s``; a failed render is one ``render`` event, nothing else.
+the last milestone video finishes after the run completed (no worker left to run). The names and
+the allowed moves are supervisor/states.py's; the watchdog's judgement (hung? start-up too slow?)
+is supervisor/watchdog.py's and the restart policy supervisor/policy.py's, both pure; this module
+does the processes, the files and the waiting. A worker runs in four steps: spawn, watch, record
+its exit, record its memory (``_run_worker``). Milestone videos render in a second child *beside*
+the worker, watched in the same poll loop (supervisor/render.py: at most one at a time, only the
+newest waiting milestone kept, a lower CPU priority, killed after ``[video] timeout_s``; a failed
+render is one ``render`` event, nothing else).
 ``logs/state.json`` is rewritten on every change and ``logs/events.jsonl`` gets one line per
 event, as in docs/CONTRACTS.md. Single-threaded: signal handlers only set flags, and a
 ``set_wakeup_fd`` pipe wakes the poll loop at once (SIGCHLD included, so exits are seen at once).
@@ -26,30 +30,31 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from go2train.config import Config
+from go2train.run import identity
 from go2train.run.files import append_jsonl, atomic_write_json, read_json
-from go2train.run.layout import STARTUP_PHASES, RunDir
-from supervisor import procs
+from go2train.run.layout import RunDir
+from supervisor import procs, states, watchdog
 from supervisor.policy import RestartPolicy
+from supervisor.render import Renders
+from supervisor.states import State
 
-STATES = ("STARTING", "RUNNING", "BACKOFF", "RENDERING", "STOPPING", "STOPPED", "FATAL", "DONE")
+STATES = states.STATES  # the names, as before (supervisor/states.py owns them)
 GPU_LEAK_MB = 256.0
 WORKER_STDERR_LOG = "worker.stderr.log"
-RENDER_LOG = "render.log"
-RENDER_NICE = 10  # renders run this much nicer than the worker
-RENDER_STOP_S = 10.0  # at most this long for a render to end on SIGTERM before SIGKILL
-RENDER_PROGRESS_ENV = "GO2TRAIN_RENDER_PROGRESS"  # where `go2train video` writes frames done/total
 
 
 @dataclass
-class RenderJob:
+class WorkerRun:
+    """A spawned worker while it is watched."""
+
     proc: Any
-    chunk: int
-    t0: float
-    spawn_wall: float
+    t0: float  # monotonic spawn time
+    spawn_wall: float  # wall-clock spawn time (older heartbeats are a dead worker's)
     log_path: Path
-    offset: int
-    stop_reason: str | None = None  # set when the supervisor stops it (daemon stop, FATAL)
-    stop_sent: float = 0.0  # monotonic time of the SIGTERM
+    offset: int  # where its output starts in log_path
+    hb_last: dict[str, Any] | None = None  # its last heartbeat seen
+    hung: bool = False  # killed by the watchdog
+    stopping: bool = False  # stopped because the supervisor is stopping
 
 
 @dataclass
@@ -80,10 +85,11 @@ class Supervisor:
         self.sc = cfg.supervisor
         self.worker_cmd = list(worker_cmd)
         self.render_cmd = render_cmd
+        self.renders = Renders(self, render_cmd)  # the milestone render beside the worker
         self.gpu_probe_cmd = procs.default_gpu_probe_cmd() if gpu_probe_cmd is None else list(gpu_probe_cmd)
         self.out = out if out is not None else sys.stdout
         self.policy = RestartPolicy.from_config(self.sc)
-        self.state: str | None = None
+        self.state: State | None = None
         self.started = time.time()
         self.restarts_total = 0
         self.info: dict[str, Any] = {
@@ -93,9 +99,6 @@ class Supervisor:
         self._stop_signal: str | None = None
         self._sighups = 0
         self._child = None  # the live worker Popen, for last-resort cleanup
-        self._render: RenderJob | None = None  # the milestone render running beside the worker
-        self._render_pending: int | None = None  # the milestone waiting for it to end
-        self._in_render_poll = False
         self._rfd = self._wfd = -1
         self._old_handlers: dict[int, Any] = {}
         self._old_wakeup = -1
@@ -138,7 +141,7 @@ class Supervisor:
         """Sleep up to ``timeout`` s; a signal (child exit, stop request) wakes us early."""
         if interruptible and self._stop_signal:
             return
-        if self._render is not None:  # its timeout is checked at least every poll_s
+        if self.renders.running:  # its timeout is checked at least every poll_s
             timeout = min(timeout, self.sc.poll_s)
         try:
             r, _, _ = select.select([self._rfd], [], [], max(0.0, timeout))
@@ -152,7 +155,7 @@ class Supervisor:
             except (BlockingIOError, OSError):
                 pass
         self._check_sighup()
-        self._poll_render()
+        self.renders.poll()
 
     def _check_sighup(self) -> None:
         if self._sighups:
@@ -211,9 +214,12 @@ class Supervisor:
         self.info.update(fields)
         self._write_state()
 
-    def _set_state(self, state: str, **fields: Any) -> None:
+    def _set_state(self, state: State, **fields: Any) -> None:
         assert state in STATES, state
         previous = self.state
+        if not states.allowed(previous, state):  # a supervisor bug: say it, but keep supervising
+            self._emit("warning", kind="state_transition",
+                       message=f"{previous} -> {state} is not in supervisor.states.TRANSITIONS")
         self.info.update(fields)
         self.state = state
         if previous != state:
@@ -227,7 +233,7 @@ class Supervisor:
         self.started = time.time()
         try:
             self._kill_orphans()
-            self._set_state("STARTING")
+            self._set_state(State.STARTING)
             return self._loop()
         except Exception as exc:  # a supervisor bug: record it loudly, never leave a worker behind
             self._log(traceback.format_exc())
@@ -235,7 +241,7 @@ class Supervisor:
             return self._fatal(f"supervisor error: {type(exc).__name__}: {exc}")
         finally:
             self._kill_child()
-            self._kill_render()
+            self.renders.kill()
             self._restore_signals()
 
     def _loop(self) -> int:
@@ -258,7 +264,7 @@ class Supervisor:
                 if res.reason == "run_complete":
                     if not self._drain_renders():
                         return self._finish_stopped()
-                    self._set_state("DONE")
+                    self._set_state(State.DONE)
                     return 0
                 continue
             if res.stopping:
@@ -274,7 +280,7 @@ class Supervisor:
                 return self._fatal(f"{decision.fatal_reason}; last failure: {res.reason} ({what})")
             self.restarts_total += 1
             self._emit("restart", delay_s=round(decision.delay_s, 3), consecutive=self.policy.consecutive)
-            self._set_state("BACKOFF", next_retry=time.time() + decision.delay_s)
+            self._set_state(State.BACKOFF, next_retry=time.time() + decision.delay_s)
             deadline = time.monotonic() + decision.delay_s
             while not self._stop_signal:
                 left = deadline - time.monotonic()
@@ -285,14 +291,14 @@ class Supervisor:
 
     def _fatal(self, reason: str) -> int:
         self._emit("fatal", reason=reason)
-        self._stop_render("supervisor FATAL")  # the supervisor exits: no renderer left behind
-        self._set_state("FATAL", fatal_reason=reason, worker_pid=None, next_retry=None)
+        self.renders.stop("supervisor FATAL")  # the supervisor exits: no renderer left behind
+        self._set_state(State.FATAL, fatal_reason=reason, worker_pid=None, next_retry=None)
         return 1
 
     def _finish_stopped(self) -> int:
-        self._set_state("STOPPING", next_retry=None)
-        self._stop_render(f"stopped ({self._stop_signal})" if self._stop_signal else "stopped")
-        self._set_state("STOPPED", worker_pid=None, render_pid=None, render_started=None, render_chunk=None)
+        self._set_state(State.STOPPING, next_retry=None)
+        self.renders.stop(f"stopped ({self._stop_signal})" if self._stop_signal else "stopped")
+        self._set_state(State.STOPPED, worker_pid=None, render_pid=None, render_started=None, render_chunk=None)
         return 0
 
     # ------------------------------------------------------------------ chunks
@@ -344,13 +350,7 @@ class Supervisor:
 
     def _heartbeat_for(self, pid: int, spawn_wall: float) -> dict[str, Any] | None:
         """The heartbeat, only if written by this worker (pid match, not older than the spawn)."""
-        hb = read_json(self.rd.heartbeat)
-        if not isinstance(hb, dict) or hb.get("pid") != pid:
-            return None
-        t = hb.get("time")
-        if isinstance(t, (int, float)) and t < spawn_wall - 2.0:
-            return None  # a dead worker's file whose pid was reused
-        return hb
+        return watchdog.own_heartbeat(read_json(self.rd.heartbeat), pid, spawn_wall)
 
     # ------------------------------------------------------------------ children
     def _child_env(self) -> dict[str, str]:
@@ -428,13 +428,26 @@ class Supervisor:
 
     # ------------------------------------------------------------------ one worker
     def _run_worker(self) -> WorkerResult | None:
+        """Spawn one worker, watch it until it exits, record the exit and its memory."""
         attempt = self.policy.consecutive + 1
-        self._poll_render()  # a render that just ended is not counted as running
-        render_before = self._render is not None
+        self.renders.poll()  # a render that just ended is not counted as running
+        render_before = self.renders.running
         gpu_before = self._probe_gpu()
         if self._stop_signal:
             return None
         expected = self._expected_chunk()
+        run = self._spawn_worker(attempt, expected)
+        if isinstance(run, WorkerResult):
+            return run  # it could not be started
+        code, peak_rss_mb = self._watch_worker(run)
+        self._child = None
+        res = self._record_exit(run, code)
+        self._record_memory(res.pid, peak_rss_mb, render_before, gpu_before)
+        return res
+
+    def _spawn_worker(self, attempt: int, expected: int) -> WorkerRun | WorkerResult:
+        """Start the worker in its own session (state STARTING, ``start`` event); a spawn that
+        fails is a failed attempt (its WorkerResult, code 127)."""
         header = (f"\n===== go2train supervisor {time.strftime('%Y-%m-%d %H:%M:%S')}: worker attempt "
                   f"{attempt} for chunk {expected}: {' '.join(self.worker_cmd)}\n")
         log_path = self.rd.logs / WORKER_STDERR_LOG
@@ -452,61 +465,63 @@ class Supervisor:
             return WorkerResult(0, 127, "failure", None, 0.0, spawn_wall, None, reason, False)
         self._child = proc
         pid = proc.pid
-        self._set_state("STARTING", worker_pid=pid, worker_started=spawn_wall, chunk=expected,
+        # its create time, not ours: a later supervisor matches it with go2train.run.identity
+        started = identity.create_time(pid) or spawn_wall
+        self._set_state(State.STARTING, worker_pid=pid, worker_started=started, chunk=expected,
                         next_retry=None)
         self._emit("start", pid=pid, chunk=expected, attempt=attempt)
+        return WorkerRun(proc, t0, spawn_wall, log_path, offset)
 
-        startup, hang = self.sc.startup_timeout_s, self.sc.hang_timeout_s
-        last_key: tuple | None = None
-        last_progress = t0
-        seen = False
-        phase = None
-        hb_last: dict[str, Any] | None = None
-        hung = stopping = False
-        result: tuple[int, float] | None = None
+    def _watch_worker(self, run: WorkerRun) -> tuple[int, float]:
+        """Poll until the worker exits, a stop is requested (graceful stop) or the watchdog finds
+        it hung (SIGKILL to its group). Returns its ``(returncode, peak RSS MiB)``."""
+        limits = watchdog.Limits.from_config(self.sc)
+        watch = watchdog.start(run.t0)
+        pid = run.proc.pid
         while True:
-            result = procs.reap(proc)
+            result = procs.reap(run.proc)
             if result is not None:
-                break
+                return result
             if self._stop_signal:
-                stopping = True
-                self._set_state("STOPPING")
-                self._signal_render_stop(f"stopped ({self._stop_signal})")  # both end in parallel
-                result = self._terminate(proc, self.sc.stop_timeout_s)
-                break
+                return self._stop_worker(run)
             now = time.monotonic()
-            hb = self._heartbeat_for(pid, spawn_wall)
+            hb = self._heartbeat_for(pid, run.spawn_wall)
             if hb is not None:
-                hb_last, seen = hb, True
-                phase = hb.get("phase")
-                key = (phase, hb.get("timesteps"))
-                if key != last_key:
-                    last_key, last_progress = key, now
+                run.hb_last = hb
                 chunk = hb.get("chunk")
                 if isinstance(chunk, int) and chunk != self.info["chunk"]:
                     self._update(chunk=chunk)
-                if self.state == "STARTING" and phase is not None and phase not in STARTUP_PHASES:
-                    self._set_state("RUNNING")
-            limit = startup if (not seen or phase in STARTUP_PHASES) else hang
-            silent = now - last_progress
-            if silent > limit:
-                hung = True
-                self._emit("hang", pid=pid, silent_s=round(silent, 2))
+                if self.state == State.STARTING and watchdog.past_startup(hb.get("phase")):
+                    self._set_state(State.RUNNING)
+            verdict = watchdog.observe(watch, hb, now, limits)
+            watch = verdict.watch
+            if not verdict.ok:
+                run.hung = True
+                self._emit("hang", pid=pid, silent_s=round(verdict.silent_s, 2))
                 procs.killpg(pid, signal.SIGKILL)
-                result = self._reap_after_kill(proc)
-                break
+                return self._reap_after_kill(run.proc)
             self._wait(self.sc.poll_s)
-        self._child = None
-        code, peak_rss_mb = result
-        duration = time.monotonic() - t0
+
+    def _stop_worker(self, run: WorkerRun) -> tuple[int, float]:
+        """The supervisor is being stopped: STOPPING, and the worker and the render end together."""
+        run.stopping = True
+        self._set_state(State.STOPPING)
+        self.renders.signal_stop(f"stopped ({self._stop_signal})")  # both end in parallel
+        return self._terminate(run.proc, self.sc.stop_timeout_s)
+
+    def _record_exit(self, run: WorkerRun, code: int) -> WorkerResult:
+        """Kill what the worker left in its group, classify its exit, record it (``exit`` event,
+        state.json's ``last_exit``)."""
+        pid = run.proc.pid
+        duration = time.monotonic() - run.t0
         leftovers = procs.killpg(pid, signal.SIGKILL)  # anything the worker left in its group
-        hb_final = self._heartbeat_for(pid, spawn_wall) or hb_last
-        reason, sig = procs.classify(code, hung=hung, stopping=stopping)
+        hb_final = self._heartbeat_for(pid, run.spawn_wall) or run.hb_last
+        reason, sig = procs.classify(code, hung=run.hung, stopping=run.stopping)
         ev: dict[str, Any] = {"pid": pid, "code": code, "signal": sig,
                               "duration_s": round(duration, 3), "reason": reason}
         stderr_tail = ""
         if reason not in ("chunk_done", "run_complete"):
-            stderr_tail = procs.tail(log_path, offset)
+            stderr_tail = procs.tail(run.log_path, run.offset)
             ev["stderr_tail"] = stderr_tail
         self._emit("exit", **ev)
         self._update(worker_pid=None, worker_started=None,
@@ -515,10 +530,16 @@ class Supervisor:
         if leftovers:
             self._emit("warning", kind="leftover_processes",
                        message=f"worker {pid} left processes in its group; killed them")
+        return WorkerResult(pid, code, reason, sig, duration, run.spawn_wall, hb_final, stderr_tail,
+                            run.stopping)
+
+    def _record_memory(self, pid: int, peak_rss_mb: float, render_before: bool,
+                       gpu_before: float | None) -> None:
+        """The ``memory`` event of a worker that exited (and a ``gpu_leak`` warning)."""
         # A render alive at either probe makes their difference meaningless (its own GPU memory
         # comes and goes): then no leak is judged. One that ran and ended in between is fine.
-        self._poll_render()
-        overlap = render_before or self._render is not None
+        self.renders.poll()
+        overlap = render_before or self.renders.running
         gpu_after = self._probe_gpu() if overlap else self._probe_gpu_after(gpu_before)
         leak = (not overlap and gpu_before is not None and gpu_after is not None
                 and gpu_after - gpu_before > GPU_LEAK_MB)
@@ -531,147 +552,22 @@ class Supervisor:
             self._emit("warning", kind="gpu_leak",
                        message=f"GPU memory in use went from {gpu_before:.0f} MiB before worker {pid} "
                                f"to {gpu_after:.0f} MiB after it exited")
-        return WorkerResult(pid, code, reason, sig, duration, spawn_wall, hb_final, stderr_tail, stopping)
 
     # ------------------------------------------------------------------ milestone videos
     def _request_render(self, chunk: int) -> None:
-        """Render ``chunk``'s video beside training: now if no render runs, else after it (only
-        the newest waiting milestone is kept; one it displaces gets a ``render_skipped`` warning)."""
-        if self.render_cmd is None:
-            return
-        if self._render is None:
-            self._start_render(chunk)
-            return
-        if self._render_pending is not None and self._render_pending != chunk:
-            self._skip_pending(f"milestone {chunk} came while the video of chunk {self._render.chunk} "
-                               "was still rendering")
-        self._render_pending = chunk
-        self._update(render_pending=chunk)
-
-    def _skip_pending(self, why: str) -> None:
-        chunk, self._render_pending = self._render_pending, None
-        self.info["render_pending"] = None
-        if chunk is not None:
-            self._emit("warning", kind="render_skipped",
-                       message=f"no milestone video for chunk {chunk}: {why}; render it with: "
-                               f"go2train video --chunk {chunk} --run-dir {self.rd.root}")
-
-    def _start_render(self, chunk: int) -> None:
-        cmd = self.render_cmd(chunk)
-        log_path = self.rd.logs / RENDER_LOG
-        header = f"\n===== go2train supervisor {time.strftime('%Y-%m-%d %H:%M:%S')}: render chunk {chunk}: {' '.join(cmd)}\n"
-        env = self._child_env()
-        env[RENDER_PROGRESS_ENV] = str(self.rd.render_progress)
-        t0 = time.monotonic()
-        spawn_wall = time.time()
-        try:
-            proc, offset = procs.spawn(cmd, log_path, self.rd.root, header, env, nice=RENDER_NICE)
-        except OSError as exc:
-            self._emit("render", chunk=chunk, ok=False, seconds=0.0, error=f"cannot start renderer: {exc}")
-            return
-        self._render = RenderJob(proc, chunk, t0, spawn_wall, log_path, offset)
-        self._update(render_pid=proc.pid, render_started=spawn_wall, render_chunk=chunk)
-        self._emit("render_start", pid=proc.pid, chunk=chunk)
-
-    def _poll_render(self) -> None:
-        """Reap the render if it ended, kill it past ``[video] timeout_s``, start a waiting one."""
-        job = self._render
-        if job is None or self._in_render_poll:
-            return
-        self._in_render_poll = True
-        try:
-            result = procs.reap(job.proc)
-            error = None
-            if result is None:
-                timeout = self.cfg.video.timeout_s
-                if time.monotonic() - job.t0 <= timeout:
-                    return
-                procs.killpg(job.proc.pid, signal.SIGKILL)
-                result = self._reap_after_kill(job.proc)
-                error = f"timeout after {timeout:g} s (killed)"
-            self._end_render(result[0], error)
-            if self._render_pending is not None and not self._stop_signal:
-                chunk, self._render_pending = self._render_pending, None
-                self.info["render_pending"] = None
-                self._start_render(chunk)
-        finally:
-            self._in_render_poll = False
-
-    def _end_render(self, code: int, error: str | None) -> None:
-        job, self._render = self._render, None
-        assert job is not None
-        procs.killpg(job.proc.pid, signal.SIGKILL)  # leftovers of its group (ffmpeg)
-        if error is None and job.stop_reason:
-            error = job.stop_reason
-        if error is None and code != 0:
-            sig = procs.exit_signal(code)
-            error = f"killed by {sig}" if sig else f"exit code {code}"
-            detail = procs.last_line(procs.tail(job.log_path, job.offset))
-            if detail:
-                error += f": {detail}"
-        if error is not None:  # a killed render must not leave a partial video behind
-            procs.remove_render_temp_files(self.rd.videos, job.proc.pid)
-        self._update(render_pid=None, render_started=None, render_chunk=None)
-        self._emit("render", chunk=job.chunk, ok=error is None, seconds=round(time.monotonic() - job.t0, 3),
-                   error=error, pid=job.proc.pid)
-
-    def _signal_render_stop(self, reason: str) -> None:
-        """SIGTERM (+SIGCONT) to the render's group; :meth:`_stop_render` waits for it."""
-        if self._render_pending is not None:
-            self._skip_pending(reason)
-        job = self._render
-        if job is None or job.stop_reason:
-            return
-        job.stop_reason = reason
-        job.stop_sent = time.monotonic()
-        procs.killpg(job.proc.pid, signal.SIGTERM)
-        procs.killpg(job.proc.pid, signal.SIGCONT)
-
-    def _stop_render(self, reason: str) -> None:
-        """Stop the render (SIGTERM, then SIGKILL after RENDER_STOP_S) and drop a waiting one."""
-        self._signal_render_stop(reason)
-        job = self._render
-        if job is None:
-            return
-        self._in_render_poll = True  # this method reaps it
-        try:
-            # counted from the SIGTERM, sent together with the worker's: a stop takes at most
-            # max(stop_timeout_s, RENDER_STOP_S), within `daemon stop`'s default wait
-            deadline = job.stop_sent + min(self.sc.stop_timeout_s, RENDER_STOP_S)
-            result = procs.reap(job.proc)
-            while result is None and time.monotonic() < deadline:
-                self._wait(0.05, interruptible=False)
-                result = procs.reap(job.proc)
-            if result is None:
-                procs.killpg(job.proc.pid, signal.SIGKILL)
-                result = self._reap_after_kill(job.proc)
-            self._end_render(result[0], None)
-        finally:
-            self._in_render_poll = False
-
-    def _kill_render(self) -> None:
-        """Last resort (supervisor exiting): SIGKILL the render's group, remove its temp files."""
-        job, self._render = self._render, None
-        if job is None or job.proc.returncode is not None:
-            return
-        procs.killpg(job.proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and procs.reap(job.proc) is None:
-            time.sleep(0.02)
-        procs.remove_render_temp_files(self.rd.videos, job.proc.pid)
+        """Render ``chunk``'s video beside training (supervisor/render.py)."""
+        self.renders.request(chunk)
 
     def _drain_renders(self) -> bool:
         """After the run completed: let the running and the waiting render finish (state
         RENDERING, no worker). False when a stop came meanwhile."""
-        while self._render is not None or self._render_pending is not None:
+        while self.renders.job is not None or self.renders.pending is not None:
             if self._stop_signal:
                 return False
-            if self._render is None:  # a waiting one whose start failed to follow
-                chunk, self._render_pending = self._render_pending, None
-                self.info["render_pending"] = None
-                self._start_render(chunk)
+            if self.renders.job is None:  # a waiting one whose start failed to follow
+                self.renders.start_pending()
                 continue
-            if self.state != "RENDERING":
-                self._set_state("RENDERING", chunk=self._render.chunk)
+            if self.state != State.RENDERING:
+                self._set_state(State.RENDERING, chunk=self.renders.job.chunk)
             self._wait(self.sc.poll_s)
         return True

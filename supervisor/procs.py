@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from go2train.run import exitcodes
+from go2train.run import exitcodes, identity
 
 LOG_ROTATE_BYTES = 64 * 2**20
 
@@ -200,14 +200,15 @@ class Orphan:
 
 def find_orphan(pid: Any, started: Any, run_dir: Path) -> Orphan | None:
     """A child left by a supervisor that died (``kill -9``): the process ``pid`` if it is still
-    the one that was started at ``started`` for ``run_dir`` (cwd or command line), and leads its
-    own process group. Guards against pid reuse."""
-    if not isinstance(pid, int) or pid <= 0 or not isinstance(started, (int, float)):
+    the one created at ``started`` (state.json's ``worker_started``/``render_started``: its create
+    time, compared by :func:`go2train.run.identity.live_process`), works for ``run_dir`` (cwd or
+    command line), and leads its own process group. Guards against pid reuse."""
+    if isinstance(started, bool) or not isinstance(started, (int, float)):
+        return None  # no create time: nothing proves it is ours
+    p = identity.live_process(pid, started)
+    if p is None:
         return None
     try:
-        p = psutil.Process(pid)
-        if abs(p.create_time() - float(started)) > 5.0:
-            return None
         if os.getpgid(pid) != pid:
             return None
         try:

@@ -21,6 +21,10 @@ Worker actions (attempt n uses attempts[n-1], else "default"):
   long      train until SIGTERM (then exit 4, like the real worker); "ignore_term": true ignores it
 "phases": [["importing", 0.1], ["compiling_kernels", 0.3]] first walks through start-up phases
 (heartbeat phase names, frozen timesteps), after start_s.
+Config (off unless the script says "config": true): the worker reads RUN_DIR/go2train.toml at its
+start and records it like the real one (go2train.train.worker.record_config: logs/worker_config.json,
+a config_changed event); an action's "write_config": TEXT then rewrites go2train.toml mid-chunk
+(a user's edit, or the chaos campaign's).
 Render actions (default "ok"): ok (write the mp4 at once), slow (write `frames` frames of `frame_s`
 each into a hidden temp file `.chunk_NNNNNN.<pid>.tmp.mp4`, reporting progress in
 $GO2TRAIN_RENDER_PROGRESS like the real renderer, then rename it; default SIGTERM handling, so
@@ -143,6 +147,16 @@ def worker(run: Path) -> None:
     log(run, n=n, do=do, chunk=chunk, act=act)
     print(f"fake worker attempt {n} pid {os.getpid()}: {do} chunk {chunk}", file=sys.stderr, flush=True)
     w = Worker(run, chunk)
+    if script.get("config"):
+        from go2train.config import load
+        from go2train.run.layout import RunDir
+        from go2train.train.worker import record_config
+
+        record_config(RunDir.at(run), load(None, run))
+    if "write_config" in act:
+        tmp = run / ".go2train.toml.tmp"
+        tmp.write_text(act["write_config"])
+        os.replace(tmp, run / "go2train.toml")
 
     def on_term(signum, frame):
         print(f"fake worker {os.getpid()}: SIGTERM, resume point written", file=sys.stderr, flush=True)

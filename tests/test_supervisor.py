@@ -107,6 +107,10 @@ def no_leftovers(tmp_path):
             p.kill()
         except psutil.Error:
             pass
+    # every state change a test drove is one supervisor/states.py allows
+    bad = [w for w in read_jsonl(tmp_path / "run" / "logs" / "events.jsonl")
+           if w.get("event") == "warning" and w.get("kind") == "state_transition"]
+    assert not bad, bad
 
 
 # ---------------------------------------------------------------------- restart policy
@@ -270,6 +274,9 @@ def test_render_runs_beside_the_next_worker_niced_with_progress(tmp_path):
         st = wait_for(lambda: (lambda s: s if s.get("render_pid") and s.get("worker_pid") else None)(state(run)),
                       what="a render and a worker at once")
         assert st["render_chunk"] == 50 and st["state"] in ("STARTING", "RUNNING")
+        # the children's own create times (go2train.run.identity), not the supervisor's clock
+        assert st["render_started"] == pytest.approx(psutil.Process(st["render_pid"]).create_time(), abs=0.01)
+        assert st["worker_started"] == pytest.approx(psutil.Process(st["worker_pid"]).create_time(), abs=0.01)
         prog = wait_for(lambda: (lambda p: p if p and p.get("frames_done", 0) > 0 else None)(
             read_json(run / "logs" / "render.json")), what="render progress")
         assert prog["pid"] == st["render_pid"] and prog["frames_total"] == 20
@@ -340,6 +347,54 @@ def test_startup_phases_get_the_startup_timeout(tmp_path):
     assert not events(run, "hang")
     states = [e["state"] for e in events(run, "state")]
     assert states[:2] == ["STARTING", "RUNNING"]
+
+
+# ---------------------------------------------------------------------- the config rule
+def test_each_worker_reads_the_config_at_its_start_and_a_mid_run_edit_is_one_event(tmp_path):
+    """docs/CONTRACTS.md: the supervisor reads go2train.toml once, when it starts; every worker
+    reads it at its own start. An edit during chunk 50 (`write_config`, as the chaos campaign's
+    set_target does) is the config of the next worker (one config_changed event naming the keys)
+    but not the supervisor's ([video] every_episodes stays 0: no video of chunks 100 and 150)."""
+    run = make_run(tmp_path, [], default={"do": "done"})
+    edited = (run / "go2train.toml").read_text().replace("episodes = 50\n", "episodes = 50\nmax_episodes = 150\n", 1)
+    edited = edited.replace("every_episodes = 0", "every_episodes = 50")
+    assert edited.count("max_episodes = 150") == 1 and "every_episodes = 50" in edited
+    script = json.loads((run / "fake_script.json").read_text())
+    script.update(config=True, attempts=[{"do": "ok", "write_config": edited}, {"do": "signal"},
+                                         {"do": "ok"}, {"do": "ok"}])
+    (run / "fake_script.json").write_text(json.dumps(script))
+    rc, _ = run_daemon(run)
+    assert rc == 0
+    starts = events(run, "start")
+    assert [e["reason"] for e in events(run, "exit")] == ["chunk_done", "crash", "chunk_done", "chunk_done",
+                                                           "run_complete"]
+    (changed,) = events(run, "config_changed")  # the crashed attempt's restart read the same config
+    assert changed["pid"] == starts[1]["pid"] and changed["time"] > starts[1]["time"]
+    assert changed["changed"] == {"chunk.max_episodes": [0, 150], "video.every_episodes": [0, 50]}
+    assert changed["source"] == str(run / "go2train.toml")
+    assert read_json(run / "logs" / "worker_config.json")["chunk"]["max_episodes"] == 150
+    assert [r["chunk"] for r in events(run, "render")] == [50]  # the supervisor's [video]: as it started
+
+
+def test_record_config_stores_the_workers_config_and_names_changed_keys(tmp_path):
+    from go2train.config import load
+    from go2train.run.layout import RunDir
+    from go2train.train.worker import config_changes, record_config
+
+    rd = RunDir.at(tmp_path)
+    rd.make()
+    toml = tmp_path / "go2train.toml"
+    toml.write_text("[chunk]\nepisodes = 50\n[ppo]\nnet_arch = [32, 32]\n")
+    assert record_config(rd, load(None, tmp_path)) == {}  # the first worker: nothing to compare
+    assert read_json(rd.logs / "worker_config.json") == load(None, tmp_path).to_dict()
+    assert not rd.events.exists()
+    toml.write_text("[chunk]\nepisodes = 100\n[ppo]\nnet_arch = [64, 64]\n")
+    changed = record_config(rd, load(None, tmp_path))
+    assert changed == {"chunk.episodes": [50, 100], "ppo.net_arch": [[32, 32], [64, 64]]}
+    assert record_config(rd, load(None, tmp_path)) == {}  # unchanged: no second event
+    (ev,) = read_jsonl(rd.events)
+    assert ev["event"] == "config_changed" and ev["changed"] == changed and ev["pid"] == os.getpid()
+    assert config_changes({"a": {"b": 1}, "c": 2}, {"a": {"b": 1}, "d": 3}) == {"c": [2, None], "d": [None, 3]}
 
 
 # ---------------------------------------------------------------------- GPU memory
@@ -446,6 +501,7 @@ def test_kill_9_leaves_a_stale_pid_file_and_the_next_start_adopts_the_run(tmp_pa
     assert cli("daemon", "start", "--run-dir", str(run), env=env).returncode == 0
     wait_for(lambda: state(run).get("state") == "RUNNING", what="RUNNING")
     old_pid, old_worker = state(run)["supervisor_pid"], state(run)["worker_pid"]
+    assert state(run)["worker_started"] == pytest.approx(psutil.Process(old_worker).create_time(), abs=0.01)
     os.kill(old_pid, signal.SIGKILL)
     wait_for(lambda: gone(old_pid), what="supervisor death")
     assert json.loads((run / "logs" / "daemon.pid").read_text())["pid"] == old_pid  # stale file

@@ -2,8 +2,10 @@
 
 ``go2train train-chunk`` runs :func:`run`. Sequence:
 
-1. Load config (error → exit ``CONFIG_ERROR``), enable faulthandler into ``logs/worker.log``,
-   start the heartbeat thread (``logs/heartbeat.json``, phase ``starting``).
+1. Load config (error → exit ``CONFIG_ERROR``; this process's only read of it, so an edit takes
+   effect at the next chunk), enable faulthandler into ``logs/worker.log``, record the config
+   (``logs/worker_config.json``; a ``config_changed`` event when it differs from the previous
+   worker's), start the heartbeat thread (``logs/heartbeat.json``, phase ``starting``).
 2. Build the batched Genesis scene; find the newest valid chunk checkpoint (damaged ones are
    moved aside) and a newer resume point of the chunk after it, if any; load model + VecNormalize.
 3. Train until the robots have finished ``[chunk] episodes`` more episodes each on average
@@ -642,7 +644,48 @@ def _on_signal(signum, _frame) -> None:
     _STOP.set()
 
 
+WORKER_CONFIG = "worker_config.json"  # in logs/: the effective config the newest worker started with
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, list[Any]]:
+    """The dotted keys whose values differ between two ``Config.to_dict()``s: ``{key: [old, new]}``
+    (a key missing on one side reads as None)."""
+    out: dict[str, list[Any]] = {}
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(config_changes(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = [a, b]
+    return out
+
+
+def record_config(rd: RunDir, cfg: Config) -> dict[str, list[Any]]:
+    """Keep the effective config this worker starts with in ``logs/worker_config.json``; if the
+    previous worker's differs (the config file was edited mid-run), append one ``config_changed``
+    event to ``logs/events.jsonl`` naming the changed keys, old and new. Returns the changes."""
+    path = rd.logs / WORKER_CONFIG
+    previous, current = read_json(path), cfg.to_dict()
+    changed = config_changes(previous, current) if isinstance(previous, dict) else {}
+    prof = profile_of(cfg)
+    try:
+        if changed:
+            append_jsonl(rd.events, {"time": time.time(), "event": "config_changed", "pid": os.getpid(),
+                                     "source": prof.source if prof else None, "changed": changed})
+        if previous != current:
+            atomic_write_json(path, current)
+    except OSError as exc:  # disk full etc.: train anyway
+        log.warning("cannot record the config in %s: %s", path, exc)
+    if changed:
+        log.info("config changed since the previous worker: %s",
+                 ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    return changed
+
+
 def run(run_dir: Path, config_path: Path | None) -> int:
+    """``go2train train-chunk``: read the config (the one read of this worker; a bad one exits
+    ``CONFIG_ERROR`` with one line, nothing written), take the run's worker lock, record the
+    config (:func:`record_config`), train one chunk."""
     # First thing: a SIGTERM from now on means "stop at the next safe point", never a kill.
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -660,6 +703,7 @@ def run(run_dir: Path, config_path: Path | None) -> int:
         print(f"go2train: another worker is already training in {rd.root}", file=sys.stderr)
         return exitcodes.CONFIG_ERROR
     log.info("worker %d starting in %s", os.getpid(), rd.root)
+    record_config(rd, cfg)
     removed = checkpoint.clean_temp_files(rd)
     if removed:
         log.warning("removed temp files of an interrupted save: %s", ", ".join(removed))
