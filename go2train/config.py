@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -542,6 +543,7 @@ class SupervisorConfig(_Section):
 
 class Config(_Section):
     _profile: ProfileChoice | None = PrivateAttr(default=None)
+    _overrides: tuple[str, ...] = PrivateAttr(default=())
     env: EnvConfig = Field(default_factory=EnvConfig)
     command: CommandConfig = Field(default_factory=CommandConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
@@ -680,8 +682,51 @@ def profile_of(cfg: Config) -> ProfileChoice | None:
     return cfg._profile
 
 
-def load(path: str | Path | None = None, run_dir: str | Path | None = None, *, gpu: GpuProbe | None = None) -> Config:
-    """Load the effective config: ``path``, else ``run_dir/go2train.toml``, else defaults; keys not
+def _override_value(raw: str) -> Any:
+    """A ``--set`` value is a TOML value (``3e-4``, ``true``, ``[0.5, 1.0]``, ``"cpu"``); a bare
+    word that is not one is a string (``env.backend=cpu``)."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str = "<config>") -> dict[str, Any]:
+    """``data`` (a config file's contents) with ``--set section.key=value`` items applied in order,
+    each validated like the file (:func:`from_dict`): the first bad one raises a one-line
+    :class:`ConfigError` that names it, e.g. ``--set ppo.lr=3e-4: [ppo] lr: unknown key``. The
+    file's own errors come first, naming the file. ``data`` is not changed."""
+    out = json.loads(json.dumps(data))  # deep copy of plain TOML data
+    if overrides:
+        from_dict(out, source)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not sep or len(parts) < 2 or not all(p.strip() for p in parts):
+            raise ConfigError(f"--set {item}: expected section.key=value, e.g. ppo.learning_rate=3e-4")
+        found, parent = _get(out, ".".join(parts[:-1]))
+        if found and not isinstance(parent, dict):
+            raise ConfigError(f"--set {item}: {'.'.join(parts[:-1])} is a key, not a section")
+        _put(out, key, _override_value(raw.strip()))
+        from_dict(out, f"--set {item}")
+    return out
+
+
+def load(path: str | Path | None = None, run_dir: str | Path | None = None, *, gpu: GpuProbe | None = None,
+         overrides: Sequence[str] = ()) -> Config:
+    """Load the effective config: ``path``, else ``run_dir/go2train.toml``, else defaults, then the
+    ``--set`` ``overrides`` (:func:`apply_overrides`; they count as set explicitly); keys still not
     set take the profile's value (:func:`resolve`)."""
     data, source = _read(path, run_dir)
-    return resolve(data, source, run_dir, gpu)
+    if overrides:
+        data = apply_overrides(data, overrides, source)
+        source = f"{source} + --set {' '.join(overrides)}"
+    cfg = resolve(data, source, run_dir, gpu)
+    cfg._overrides = tuple(overrides)
+    return cfg
+
+
+def overrides_of(cfg: Config) -> tuple[str, ...]:
+    """The ``--set`` items :func:`load` applied to ``cfg`` (empty for a config from a file alone)."""
+    return cfg._overrides

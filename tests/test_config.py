@@ -301,3 +301,41 @@ def test_reward_table_config_defaults_and_functions_agree():
     assert rows and set(rows) <= set(TERMS)  # a documented term exists (a new one: add its row)
     for n, w in rows.items():
         assert float(w.replace("−", "-")) == TERMS[n].weight, n
+
+
+# ------------------------------------------------------------------ --set overrides (issue 15)
+def test_set_overrides_apply_in_order_typed_like_toml_and_count_as_explicit(tmp_path):
+    from go2train.config import load, overrides_of
+
+    (tmp_path / "go2train.toml").write_text("[ppo]\nlearning_rate = 5e-4\n[env]\nn_envs = 8\n")
+    sets = ["ppo.learning_rate=1e-3", "env.backend=cpu", "command.vx_range=[0.3, 0.6]",
+            "reward.height.weight=2", "ppo.learning_rate=2e-3"]
+    cfg = load(None, tmp_path, overrides=sets)
+    assert cfg.ppo.learning_rate == 2e-3  # the later item wins
+    assert cfg.env.backend == "cpu" and cfg.env.n_envs == 8  # the file's other keys stay
+    assert cfg.command.vx_range == [0.3, 0.6] and cfg.reward.height.weight == 2.0
+    assert overrides_of(cfg) == tuple(sets)
+    assert overrides_of(load(None, tmp_path)) == ()
+
+
+@pytest.mark.parametrize("item, line", [
+    ("ppo.learning_rat=1", "--set ppo.learning_rat=1: [ppo] learning_rat: unknown key"),
+    ("ppo.learning_rate=abc", "--set ppo.learning_rate=abc: [ppo] learning_rate: Input should be a valid number"),
+    ("nodot=1", "--set nodot=1: expected section.key=value"),
+    ("ppo.n_steps", "--set ppo.n_steps: expected section.key=value"),
+    ("env.command_vx=1", "--set env.command_vx=1: [env] command_vx was replaced by [command] vx_range"),
+])
+def test_a_bad_set_item_is_one_line_naming_it(tmp_path, item, line):
+    from go2train.config import ConfigError, load
+
+    with pytest.raises(ConfigError) as exc:
+        load(None, tmp_path, overrides=["ppo.n_epochs=3", item])
+    assert str(exc.value).startswith(line) and "\n" not in str(exc.value)
+
+
+def test_the_files_own_error_comes_before_the_set_items(tmp_path):
+    from go2train.config import ConfigError, load
+
+    (tmp_path / "go2train.toml").write_text("[ppo]\nbogus = 1\n")
+    with pytest.raises(ConfigError, match=r"go2train.toml: \[ppo\] bogus: unknown key"):
+        load(None, tmp_path, overrides=["ppo.learning_rate=1e-3"])
