@@ -191,3 +191,21 @@ def wait_training(run: RunDir, pid: int, timeout: float = 240) -> dict:
                 time.sleep(0.2)
         time.sleep(0.2)
     raise AssertionError(f"worker {pid} never reached training: {read_json(run.heartbeat)}")
+
+
+def test_the_worker_alone_decides_its_chunk(tmp_path):
+    """Chunk = the checkpoint built on + [chunk] episodes; None (no 0 flag) once max_episodes is reached."""
+    from go2train.config import load
+    from go2train.train.worker import Worker
+
+    (tmp_path / "go2train.toml").write_text(TINY.replace("episodes = 2", "episodes = 2\nmax_episodes = 4"))
+    rd = RunDir.at(tmp_path)
+    rd.make()
+    w = Worker(rd, load(None, rd.root))
+    assert w.chunk is None and w.heartbeat()["chunk"] is None  # nothing decided yet
+    w._decide_chunk(0)
+    assert (w.prev_milestone, w.chunk) == (0, 2)
+    w._decide_chunk(2)
+    assert (w.prev_milestone, w.chunk) == (2, 4) and w.heartbeat()["chunk"] == 4
+    w._decide_chunk(4)  # the run is complete: nothing to train
+    assert (w.prev_milestone, w.chunk) == (4, None) and w.heartbeat()["chunk"] is None
