@@ -8,8 +8,9 @@
    small scene (plane + Go2), starting at the origin in the default pose, the command fixed to
    ``--command vx,vy,yaw`` (default :data:`DEFAULT_COMMAND`: the eval grid's reference, forward
    0.6 m/s), episodes never truncated mid-video.
-3. VecNormalize is loaded in eval mode (``training=False``, ``norm_reward=False``); actions are
-   deterministic (``model.predict(obs, deterministic=True)``).
+3. Model and VecNormalize are loaded by :func:`go2train.train.ppo.load_policy` (the one loader) in
+   eval mode (``training=False``, ``norm_reward=False``, the stored config's ``[ppo]``
+   normalisation); actions are deterministic (``model.predict(obs, deterministic=True)``).
 4. A Genesis camera follows the robot (its pose is set every frame from the base position, so no
    camera state survives a reset); each frame gets a small label (chunk, sim time, achieved
    vx, vy and yaw rate beside the command, distance, falls). A terminated robot is counted as a fall and starts again at the origin.
