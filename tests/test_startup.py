@@ -93,7 +93,7 @@ def test_qdfast_can_be_turned_off():
     import subprocess
     import sys
 
-    code = "from go2train import qdfast; print(qdfast.install())"
+    code = "from go2train.sim import qdfast; print(qdfast.install())"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "GO2TRAIN_NO_QD_PATCH": "1"})
     assert p.stdout.strip() == "False", p.stderr
