@@ -20,6 +20,10 @@ processes behaves like one long ``learn()``:
   a :class:`~go2train.train.rollout.TorchRolloutBuffer`, normalisation in torch, infos only for the
   robots that finished). ``"numpy"`` is SB3's own loop through the VecEnv, as before. Both feed
   SB3's unchanged ``PPO.train()``; checkpoints are the same files either way.
+
+:func:`load_policy` is the one loader of a checkpoint's model + VecNormalize: the worker (training)
+and eval, video and export (eval mode) all load through it. It lives here, beside the class it
+loads, so that ``go2train.run`` stays a torch-free leaf that imports nothing from ``go2train.train``.
 """
 
 from __future__ import annotations
