@@ -178,6 +178,18 @@ def test_05_sigterm_resume_point_is_used_by_next_chunk(run, tmp_path):
     assert checkpoint.verify(run, "resume")["timesteps"] > r["timesteps"]
 
 
+def test_06_a_complete_run_trains_nothing_and_announces_no_chunk(run, tmp_path):
+    done_cfg = tmp_path / "done.toml"
+    done_cfg.write_text(TINY.replace("episodes = 2", "episodes = 2\nmax_episodes = 2"))
+    records = run.chunk_records()
+    p = run_worker(run.root, "--config", str(done_cfg))
+    assert p.returncode == exitcodes.RUN_COMPLETE, p.stderr[-2000:]
+    hb = read_json(run.heartbeat)
+    assert hb["phase"] == "exiting" and hb["chunk"] is None  # no 0 flag: None, nothing to train
+    assert run.chunk_records() == records  # nothing trained, no record
+    assert "run complete: chunk 2 reached max_episodes 2" in run.worker_log.read_text()
+
+
 def wait_training(run: RunDir, pid: int, timeout: float = 240) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
