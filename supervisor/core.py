@@ -246,6 +246,7 @@ class Supervisor:
             res = self._run_worker()
             if res is None:
                 continue  # stop requested before the spawn: handled at the top
+            self._adopt_chunk(res.heartbeat)  # its last word, if it exited before a poll saw one
             if res.reason in ("chunk_done", "run_complete"):
                 self.policy.success()
                 self._write_state()
@@ -302,6 +303,16 @@ class Supervisor:
         :meth:`_produced_chunk`."""
         done = self.rd.chunk_records()
         return (max(done) if done else 0) + self.cfg.chunk.episodes
+
+    def _adopt_chunk(self, hb: dict[str, Any] | None) -> None:
+        """state.json's ``chunk`` is the one the worker announces in its heartbeat ``hb`` (this
+        worker's, or None: unchanged); the worker decides it, None meaning nothing to train."""
+        if hb is None:
+            return
+        chunk = hb.get("chunk")
+        chunk = chunk if isinstance(chunk, int) and not isinstance(chunk, bool) else None
+        if chunk != self.info["chunk"]:
+            self._update(chunk=chunk)
 
     def _produced_chunk(self, res: WorkerResult, before: list[int]) -> int | None:
         """The chunk a worker that exited with success produced: the chunk record that appeared
@@ -469,10 +480,7 @@ class Supervisor:
                 key = (phase, hb.get("timesteps"))
                 if key != last_key:
                     last_key, last_progress = key, now
-                chunk = hb.get("chunk")  # the worker decides; None: nothing to train
-                chunk = chunk if isinstance(chunk, int) and not isinstance(chunk, bool) else None
-                if chunk != self.info["chunk"]:
-                    self._update(chunk=chunk)
+                self._adopt_chunk(hb)
                 if self.state == "STARTING" and phase is not None and phase not in STARTUP_PHASES:
                     self._set_state("RUNNING")
             limit = startup if (not seen or phase in STARTUP_PHASES) else hang
