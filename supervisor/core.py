@@ -248,15 +248,15 @@ class Supervisor:
         while True:
             if self._stop_signal:
                 return self._finish_stopped()
+            records = self.rd.chunk_records()
             res = self._run_worker()
             if res is None:
                 continue  # stop requested before the spawn: handled at the top
+            self._adopt_chunk(res.heartbeat)  # its last word, if it exited before a poll saw one
             if res.reason in ("chunk_done", "run_complete"):
                 self.policy.success()
                 self._write_state()
-                # run_complete without training (the run was already complete) reports chunk 0
-                trained = res.reason == "chunk_done" or bool((res.heartbeat or {}).get("chunk"))
-                chunk = self._completed_chunk(res) if trained else None
+                chunk = self._produced_chunk(res, records)  # run_complete may have trained nothing
                 if chunk is not None:
                     self._guard()
                 if chunk is not None and not self._stop_signal and self._is_milestone(chunk):
@@ -302,43 +302,41 @@ class Supervisor:
         return 0
 
     # ------------------------------------------------------------------ chunks
-    def _chunks_done(self) -> list[int]:
-        return self.rd.chunk_records()
-
     def _expected_chunk(self) -> int:
-        """The chunk a new worker should produce: the one after the newest logs/chunks record.
-        (The worker decides; its heartbeat's ``chunk`` replaces this guess in state.json.)"""
-        done = self._chunks_done()
+        """The chunk named in a worker's ``start`` event and stderr header (docs/CONTRACTS.md): the
+        one after the newest logs/chunks record. A label only: state.json's ``chunk`` is the one the
+        worker announces in its heartbeat, and the chunk a worker produced is found by
+        :meth:`_produced_chunk`."""
+        done = self.rd.chunk_records()
         return (max(done) if done else 0) + self.cfg.chunk.episodes
 
-    def _completed_chunk(self, res: WorkerResult) -> int | None:
-        chunk = res.heartbeat.get("chunk") if res.heartbeat else None
-        if isinstance(chunk, int) and not isinstance(chunk, bool):
-            if self.rd.chunk_metrics(chunk).exists():
-                return chunk
+    def _adopt_chunk(self, hb: dict[str, Any] | None) -> None:
+        """state.json's ``chunk`` is the one the worker announces in its heartbeat ``hb`` (this
+        worker's, or None: unchanged); the worker decides it, None meaning nothing to train."""
+        if hb is None:
+            return
+        chunk = hb.get("chunk")
+        chunk = chunk if isinstance(chunk, int) and not isinstance(chunk, bool) else None
+        if chunk != self.info["chunk"]:
+            self._update(chunk=chunk)
+
+    def _produced_chunk(self, res: WorkerResult, before: list[int]) -> int | None:
+        """The chunk a worker that exited with success produced: the chunk record that appeared
+        during its life (``before``: the records at its spawn); None when it wrote none (a
+        ``warning`` when it exited ``chunk_done``: no record, no video)."""
+        new = sorted(set(self.rd.chunk_records()) - set(before))
+        if new:
+            return new[-1]
+        if res.reason == "chunk_done":
             self._emit("warning", kind="chunk_record_missing",
-                       message=f"worker {res.pid} exited 0 for chunk {chunk} but "
-                               f"{self.rd.chunk_metrics(chunk)} does not exist")
-            return None
-        # No heartbeat of this pid: fall back to a record written during this worker's life.
-        fresh = []
-        for c in self._chunks_done():
-            try:
-                if self.rd.chunk_metrics(c).stat().st_mtime >= res.spawn_wall - 1.0:
-                    fresh.append(c)
-            except OSError:
-                pass
-        if fresh:
-            return max(fresh)
-        self._emit("warning", kind="chunk_record_missing",
-                   message=f"worker {res.pid} exited 0 without a heartbeat or a new logs/chunks record")
+                       message=f"worker {res.pid} exited 0 without writing a new logs/chunks record")
         return None
 
     def _guard(self) -> None:
         """Reward-hacking guard: a `warning` event when reward rises while the robot does not walk."""
         from go2train.guard import lazy_optimum_warning
 
-        recs = [read_json(self.rd.chunk_metrics(c)) for c in sorted(self._chunks_done())]
+        recs = [read_json(self.rd.chunk_metrics(c)) for c in self.rd.chunk_records()]
         w = lazy_optimum_warning([r for r in recs if isinstance(r, dict)])  # commands: in the records
         if w:
             self._emit("warning", kind=w["kind"], message=w["message"], paying_terms=w["paying_terms"],
@@ -467,8 +465,8 @@ class Supervisor:
         pid = proc.pid
         # its create time, not ours: a later supervisor matches it with go2train.run.identity
         started = identity.create_time(pid) or spawn_wall
-        self._set_state(State.STARTING, worker_pid=pid, worker_started=started, chunk=expected,
-                        next_retry=None)
+        self._set_state(State.STARTING, worker_pid=pid, worker_started=started, chunk=None,
+                        next_retry=None)  # chunk: unknown until the worker's heartbeat announces it
         self._emit("start", pid=pid, chunk=expected, attempt=attempt)
         return WorkerRun(proc, t0, spawn_wall, log_path, offset)
 
@@ -488,9 +486,7 @@ class Supervisor:
             hb = self._heartbeat_for(pid, run.spawn_wall)
             if hb is not None:
                 run.hb_last = hb
-                chunk = hb.get("chunk")
-                if isinstance(chunk, int) and chunk != self.info["chunk"]:
-                    self._update(chunk=chunk)
+                self._adopt_chunk(hb)
                 if self.state == State.STARTING and watchdog.past_startup(hb.get("phase")):
                     self._set_state(State.RUNNING)
             verdict = watchdog.observe(watch, hb, now, limits)

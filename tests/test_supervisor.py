@@ -298,6 +298,18 @@ def test_render_runs_beside_the_next_worker_niced_with_progress(tmp_path):
     assert state(run)["state"] == "DONE" and state(run)["render_pid"] is None
 
 
+def test_the_produced_chunk_is_the_record_that_appeared_not_the_heartbeats(tmp_path):
+    """Chunk records before/after a worker decide what it produced: a run_complete worker that
+    trained nothing (its heartbeat names chunk 100, no record appears) gets no video and no warning
+    (it used to look for the heartbeat's chunk record). state.json shows the heartbeat's chunk."""
+    run = make_run(tmp_path, [{"do": "done"}], video={"every_episodes": 50})
+    (run / "logs" / "chunks").mkdir(parents=True)
+    (run / "logs" / "chunks" / "chunk_000050.json").write_text(json.dumps({"chunk": 50}))
+    rc, _ = run_daemon(run)
+    assert rc == 0 and state(run)["state"] == "DONE" and state(run)["chunk"] == 100
+    assert events(run, "render_start") == [] and events(run, "warning") == []
+
+
 def test_milestones_while_rendering_keep_only_the_newest_waiting(tmp_path):
     slow = {"do": "slow", "frames": 15, "frame_s": 0.1}
     run = make_run(tmp_path, [{"do": "ok"}] * 3, default={"do": "done"},

@@ -234,6 +234,21 @@ def test_parse_and_spread():
     assert (cols, rows) == (2, 1) and tw <= 640 and th <= 720 and tw % 2 == 0 and th % 2 == 0
 
 
+def test_eval_and_video_accept_the_same_chunk_values():
+    """One parser (checkpoint.parse_chunk_arg) behind both tools' --chunk; each words its own error."""
+    from go2train.run.checkpoint import parse_chunk_arg
+    from go2train.tools import evaluate, video
+
+    for value in ("latest", " LATEST ", "0", "250", " 7 ", "abc", "2.5", "-3", "", "latest2", "1e3", "\u00b2"):
+        want = parse_chunk_arg(value)
+        for parse, err in ((video.parse_chunk, video.VideoError), (evaluate.parse_chunk, evaluate.EvalError)):
+            if want is None:
+                with pytest.raises(err, match="--chunk"):
+                    parse(value)
+            else:
+                assert parse(value) == want
+
+
 def test_label_darkens_a_corner_and_draws_text():
     from go2train.tools import video
 

@@ -178,6 +178,18 @@ def test_05_sigterm_resume_point_is_used_by_next_chunk(run, tmp_path):
     assert checkpoint.verify(run, "resume")["timesteps"] > r["timesteps"]
 
 
+def test_06_a_complete_run_trains_nothing_and_announces_no_chunk(run, tmp_path):
+    done_cfg = tmp_path / "done.toml"
+    done_cfg.write_text(TINY.replace("episodes = 2", "episodes = 2\nmax_episodes = 2"))
+    records = run.chunk_records()
+    p = run_worker(run.root, "--config", str(done_cfg))
+    assert p.returncode == exitcodes.RUN_COMPLETE, p.stderr[-2000:]
+    hb = read_json(run.heartbeat)
+    assert hb["phase"] == "exiting" and hb["chunk"] is None  # no 0 flag: None, nothing to train
+    assert run.chunk_records() == records  # nothing trained, no record
+    assert "run complete: chunk 2 reached max_episodes 2" in run.worker_log.read_text()
+
+
 def wait_training(run: RunDir, pid: int, timeout: float = 240) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -191,3 +203,21 @@ def wait_training(run: RunDir, pid: int, timeout: float = 240) -> dict:
                 time.sleep(0.2)
         time.sleep(0.2)
     raise AssertionError(f"worker {pid} never reached training: {read_json(run.heartbeat)}")
+
+
+def test_the_worker_alone_decides_its_chunk(tmp_path):
+    """Chunk = the checkpoint built on + [chunk] episodes; None (no 0 flag) once max_episodes is reached."""
+    from go2train.config import load
+    from go2train.train.worker import Worker
+
+    (tmp_path / "go2train.toml").write_text(TINY.replace("episodes = 2", "episodes = 2\nmax_episodes = 4"))
+    rd = RunDir.at(tmp_path)
+    rd.make()
+    w = Worker(rd, load(None, rd.root))
+    assert w.chunk is None and w.heartbeat()["chunk"] is None  # nothing decided yet
+    w._decide_chunk(0)
+    assert (w.prev_milestone, w.chunk) == (0, 2)
+    w._decide_chunk(2)
+    assert (w.prev_milestone, w.chunk) == (2, 4) and w.heartbeat()["chunk"] == 4
+    w._decide_chunk(4)  # the run is complete: nothing to train
+    assert (w.prev_milestone, w.chunk) == (4, None) and w.heartbeat()["chunk"] is None

@@ -176,3 +176,44 @@ def model_path(rd: RunDir, manifest: dict[str, Any], role: str) -> Path:
         if info.get("role") == role:
             return rd.models / fname
     raise DamagedCheckpoint(f"manifest {manifest.get('name')} has no {role} file")
+
+
+# ---------------------------------------------------------------- choosing a checkpoint (tools)
+class NoSuchChunk(LookupError):
+    """No checkpoint serves the request: ``want`` (a milestone or ``"latest"``) is not among
+    ``available`` (ascending), or every one is damaged (``damaged``: ``"chunk_N: reason"``, newest first)."""
+
+    def __init__(self, want: int | str, available: list[int], damaged: list[str]):
+        super().__init__(f"no valid checkpoint for chunk {want}")
+        self.want, self.available, self.damaged = want, available, damaged
+
+
+def parse_chunk_arg(value: str) -> int | str | None:
+    """A tool's ``--chunk`` value: ``"latest"`` (any case, spaces around ignored) or a non-negative
+    integer milestone; None for anything else (each tool words its own one-line error)."""
+    v = str(value).strip()
+    if v.lower() == "latest":
+        return "latest"
+    return int(v) if v.isdecimal() else None
+
+
+def resolve_chunk(rd: RunDir, want: int | str) -> tuple[dict[str, Any], list[str]]:
+    """(verified manifest, damaged newer ones skipped) of chunk ``want`` (a milestone or ``"latest"``).
+
+    ``latest`` is the newest chunk whose files verify; damaged newer ones are skipped and listed
+    (``"chunk_N: reason"``); nothing is moved aside (that is the worker's job). Raises
+    :class:`NoSuchChunk` (unknown milestone, no checkpoint, all damaged) or
+    :class:`DamagedCheckpoint` (the explicitly wanted one is damaged). No torch here.
+    """
+    available = rd.checkpoints()
+    if want == "latest":
+        damaged = []
+        for m in reversed(available):
+            try:
+                return verify(rd, chunk_name(m)), damaged
+            except DamagedCheckpoint as exc:
+                damaged.append(f"{chunk_name(m)}: {exc}")
+        raise NoSuchChunk(want, available, damaged)
+    if want not in available:
+        raise NoSuchChunk(want, available, [])
+    return verify(rd, chunk_name(int(want))), []

@@ -53,21 +53,10 @@ class EvalError(Exception):
 # ---------------------------------------------------------------- resolving (no torch/genesis)
 def parse_chunk(value: str, option: str = "--chunk") -> int | str:
     """``"latest"`` or a non-negative integer (``"50"``); anything else raises EvalError."""
-    v = str(value).strip()
-    if v.lower() == "latest":
-        return "latest"
-    if v.isdigit():
-        return int(v)
-    raise EvalError(f"{option} takes integer chunk milestones or 'latest', got {value!r}")
-
-
-def _available(rd: RunDir) -> list[int]:
-    return sorted(checkpoint.chunk_milestones(rd))
-
-
-def _available_line(rd: RunDir) -> str:
-    avail = _available(rd)
-    return f"available: {', '.join(map(str, avail))}" if avail else f"no chunk checkpoints in {rd.models}"
+    want = checkpoint.parse_chunk_arg(value)
+    if want is None:
+        raise EvalError(f"{option} takes integer chunk milestones or 'latest', got {value!r}")
+    return want
 
 
 def resolve_chunk(run_dir: str | Path, chunk: int | str) -> dict[str, Any]:
@@ -75,33 +64,24 @@ def resolve_chunk(run_dir: str | Path, chunk: int | str) -> dict[str, Any]:
 
     ``latest`` is the newest chunk whose files verify; damaged newer ones are skipped (the worker
     moves them aside; eval only reads). An explicit damaged chunk is an error naming it.
+    (:func:`go2train.run.checkpoint.resolve_chunk` chooses; this words eval's errors.)
     """
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir.at(run_dir)
     if isinstance(chunk, str):
         chunk = parse_chunk(chunk)
-    avail = _available(rd)
-    if chunk == "latest":
-        if not avail:
-            raise EvalError(f"no chunk checkpoints in {rd.models}")
-        reasons = []
-        for m in reversed(avail):
-            try:
-                manifest = checkpoint.verify(rd, chunk_name(m))
-            except checkpoint.DamagedCheckpoint as exc:
-                reasons.append(f"{chunk_name(m)}: {exc}")
-                continue
-            manifest["_skipped_damaged"] = reasons
-            _check_config(manifest)
-            return manifest
-        raise EvalError(f"every chunk checkpoint in {rd.models} is damaged (newest: {reasons[0]})")
-    if chunk not in avail:
-        raise EvalError(f"chunk {chunk} not found in {rd.models}; {_available_line(rd)}")
-    name = chunk_name(chunk)
     try:
-        manifest = checkpoint.verify(rd, name)
+        manifest, skipped = checkpoint.resolve_chunk(rd, chunk)
+    except checkpoint.NoSuchChunk as exc:
+        avail = (f"available: {', '.join(map(str, exc.available))}" if exc.available
+                 else f"no chunk checkpoints in {rd.models}")
+        if chunk != "latest":
+            raise EvalError(f"chunk {chunk} not found in {rd.models}; {avail}") from None
+        if not exc.available:
+            raise EvalError(f"no chunk checkpoints in {rd.models}") from None
+        raise EvalError(f"every chunk checkpoint in {rd.models} is damaged (newest: {exc.damaged[0]})") from None
     except checkpoint.DamagedCheckpoint as exc:
-        raise EvalError(f"checkpoint {name} is damaged: {exc}") from None
-    manifest["_skipped_damaged"] = []
+        raise EvalError(f"checkpoint {chunk_name(int(chunk))} is damaged: {exc}") from None
+    manifest["_skipped_damaged"] = skipped
     _check_config(manifest)
     return manifest
 
@@ -504,53 +484,22 @@ def _group_mask(P: dict[str, Any], name: str, per_command: int):
 
 
 # ---------------------------------------------------------------- loading the policy
-def load_checkpoint(rd: RunDir, manifest: dict[str, Any], cfg: Config, venv=None):
-    """(SB3 model on the CPU, VecNormalize in eval mode with ``cfg``'s ``[ppo]`` normalisation) of a
-    verified checkpoint. ``venv`` is attached to the VecNormalize; None: statistics only, no env
-    (`go2train export`). EvalError (one line) when a file does not load."""
-    import pickle
-
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    from go2train.train.ppo import ChunkedPPO
-
-    name = manifest.get("name", "?")
-    p = cfg.ppo
-    try:
-        vn_path = str(checkpoint.model_path(rd, manifest, "vecnorm"))
-        if venv is None:  # VecNormalize.load without set_venv (it needs an env)
-            with open(vn_path, "rb") as f:
-                vn = pickle.load(f)
-            if not isinstance(vn, VecNormalize):
-                raise TypeError(f"holds a {type(vn).__name__}, not a VecNormalize")
-        else:
-            vn = VecNormalize.load(vn_path, venv)
-        vn.training = False
-        vn.norm_reward = False
-        vn.norm_obs, vn.clip_obs, vn.gamma = p.normalize_obs, p.clip_obs, p.gamma
-        model = ChunkedPPO.load(
-            str(checkpoint.model_path(rd, manifest, "model")),
-            device="cpu",
-            custom_objects={"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0},
-        )
-    except Exception as exc:  # noqa: BLE001 - a checkpoint that does not load is damaged
-        raise EvalError(f"checkpoint {name} does not load: {type(exc).__name__}: {exc}") from None
-    return model, vn
-
-
 def _load_policy(rd: RunDir, manifest: dict[str, Any], cfg: Config, env):
-    """SB3 model + VecNormalize (eval mode) exactly as the worker loads them; returns act(obs)."""
+    """SB3 model + VecNormalize (eval mode) by :func:`go2train.train.ppo.load_policy`, the loader
+    the worker uses too; returns act(obs). EvalError (one line) when the checkpoint does not load."""
     import torch
 
     from go2train.sim.vecenv import Go2VecEnv
+    from go2train.train.ppo import ObservationMismatch, load_policy
 
     name = manifest.get("name", "?")
-    model, vn = load_checkpoint(rd, manifest, cfg, Go2VecEnv(env))
-    if model.observation_space.shape != (env.num_obs,):
-        raise EvalError(
-            f"checkpoint {name}: policy expects {model.observation_space.shape[0]} observations, "
-            f"the stored config gives {env.num_obs}"
-        )
+    try:
+        model, vn = load_policy(rd, manifest, cfg, Go2VecEnv(env))
+    except ObservationMismatch as exc:
+        raise EvalError(f"checkpoint {name}: policy expects {exc.policy} observations, "
+                        f"the stored config gives {exc.expected}") from None
+    except Exception as exc:  # noqa: BLE001 - a checkpoint that does not load is damaged
+        raise EvalError(f"checkpoint {name} does not load: {type(exc).__name__}: {exc}") from None
 
     def act(obs):
         o = vn.normalize_obs(obs.detach().to("cpu").numpy())

@@ -359,6 +359,7 @@ def export(run_dir: str | Path, chunk: int | str = "latest", out: str | Path | N
     """Export chunk ``chunk`` of ``run_dir`` into ``out`` (default RUN_DIR/exports/chunk_NNNNNN).
     Returns policy.json's content plus ``out`` and ``seconds``; ExportError (one line) on bad input."""
     from go2train.tools import evaluate as ev
+    from go2train.train.ppo import ObservationMismatch, load_policy
 
     t0 = time.perf_counter()
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir.at(run_dir)
@@ -370,14 +371,15 @@ def export(run_dir: str | Path, chunk: int | str = "latest", out: str | Path | N
     except ev.EvalError as exc:
         raise ExportError(str(exc)) from None
     dest = _checked_dir(Path(out) if out is not None else default_out(rd, manifest))
-    try:
-        model, vn = ev.load_checkpoint(rd, manifest, cfg)
-    except ev.EvalError as exc:
-        raise ExportError(str(exc), exitcodes.FAILURE) from None
     n_obs = obs_size(cfg)
-    if model.observation_space.shape != (n_obs,):
-        raise ExportError(f"checkpoint {manifest.get('name')}: policy expects {model.observation_space.shape[0]} "
-                          f"observations, obs_layout of its stored config gives {n_obs}", exitcodes.FAILURE)
+    try:
+        model, vn = load_policy(rd, manifest, cfg, n_obs=n_obs)  # eval mode, statistics without an env
+    except ObservationMismatch as exc:
+        raise ExportError(f"checkpoint {manifest.get('name')}: policy expects {exc.policy} "
+                          f"observations, obs_layout of its stored config gives {n_obs}", exitcodes.FAILURE) from None
+    except Exception as exc:  # noqa: BLE001 - a checkpoint that does not load is damaged
+        raise ExportError(f"checkpoint {manifest.get('name', '?')} does not load: {type(exc).__name__}: {exc}",
+                          exitcodes.FAILURE) from None
     module, norm, bounds, net = build_module(model, vn, cfg)
     try:
         onnx_bytes, ts_bytes = to_bytes(module, n_obs)

@@ -8,8 +8,9 @@
    small scene (plane + Go2), starting at the origin in the default pose, the command fixed to
    ``--command vx,vy,yaw`` (default :data:`DEFAULT_COMMAND`: the eval grid's reference, forward
    0.6 m/s), episodes never truncated mid-video.
-3. VecNormalize is loaded in eval mode (``training=False``, ``norm_reward=False``); actions are
-   deterministic (``model.predict(obs, deterministic=True)``).
+3. Model and VecNormalize are loaded by :func:`go2train.train.ppo.load_policy` (the one loader) in
+   eval mode (``training=False``, ``norm_reward=False``, the stored config's ``[ppo]``
+   normalisation); actions are deterministic (``model.predict(obs, deterministic=True)``).
 4. A Genesis camera follows the robot (its pose is set every frame from the base position, so no
    camera state survives a reset); each frame gets a small label (chunk, sim time, achieved
    vx, vy and yaw rate beside the command, distance, falls). A terminated robot is counted as a fall and starts again at the origin.
@@ -36,6 +37,7 @@ import numpy as np
 from go2train.config import Config, ConfigError, from_dict
 from go2train.run import checkpoint, exitcodes
 from go2train.run.files import atomic_write_json, read_json
+from go2train.run.identity import alive
 from go2train.run.layout import RunDir, chunk_name
 
 FORMAT = 1
@@ -62,12 +64,10 @@ class VideoError(Exception):
 # ---------------------------------------------------------------- choosing a checkpoint
 def parse_chunk(value: str) -> int | str:
     """``--chunk`` accepts a non-negative integer or ``latest``; anything else is a VideoError."""
-    v = value.strip()
-    if v.lower() == "latest":
-        return "latest"
-    if re.fullmatch(r"\d+", v):
-        return int(v)
-    raise VideoError(f"--chunk must be an integer milestone or 'latest', got {value!r}")
+    want = checkpoint.parse_chunk_arg(value)
+    if want is None:
+        raise VideoError(f"--chunk must be an integer milestone or 'latest', got {value!r}")
+    return want
 
 
 def parse_chunks(value: str) -> list[int]:
@@ -91,26 +91,21 @@ def resolve_chunk(rd: RunDir, want: int | str) -> dict[str, Any]:
 
     Unknown milestone or no checkpoint: VideoError (exit 2) listing what is available. A damaged
     checkpoint: VideoError (exit 1). Nothing is moved aside here (that is the worker's job).
+    (:func:`go2train.run.checkpoint.resolve_chunk` chooses; this words the video's errors.)
     """
-    available = checkpoint.chunk_milestones(rd)
     where = rd.models
-    if want == "latest":
-        reasons = []
-        for m in available:
-            try:
-                return checkpoint.verify(rd, chunk_name(m))
-            except checkpoint.DamagedCheckpoint as exc:
-                reasons.append(f"{chunk_name(m)}: {exc}")
-        if reasons:
-            raise VideoError(f"no valid checkpoint in {where} (damaged: {'; '.join(reasons)})", exitcodes.FAILURE)
-        raise VideoError(f"no checkpoint in {where}; available chunks: none")
-    assert isinstance(want, int)
-    if want not in available:
-        raise VideoError(f"no checkpoint {chunk_name(want)} in {where}; available chunks: {_available_text(available)}")
     try:
-        return checkpoint.verify(rd, chunk_name(want))
+        return checkpoint.resolve_chunk(rd, want)[0]
+    except checkpoint.NoSuchChunk as exc:
+        if exc.damaged:
+            raise VideoError(f"no valid checkpoint in {where} (damaged: {'; '.join(exc.damaged)})",
+                             exitcodes.FAILURE) from None
+        if want == "latest":
+            raise VideoError(f"no checkpoint in {where}; available chunks: none") from None
+        raise VideoError(f"no checkpoint {chunk_name(int(want))} in {where}; "
+                         f"available chunks: {_available_text(exc.available)}") from None
     except checkpoint.DamagedCheckpoint as exc:
-        raise VideoError(f"checkpoint {chunk_name(want)} is damaged: {exc}", exitcodes.FAILURE) from None
+        raise VideoError(f"checkpoint {chunk_name(int(want))} is damaged: {exc}", exitcodes.FAILURE) from None
 
 
 def video_config_for(manifest: dict[str, Any], current: Config) -> Config:
@@ -204,16 +199,6 @@ def _tmp_for(final: Path) -> Path:
     return final.with_name(f".{final.stem}.{os.getpid()}.tmp{final.suffix or '.mp4'}")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_tmp(final: Path) -> None:
     """Remove temp files of earlier renders of ``final`` whose process is gone (killed on timeout)."""
     pat = re.compile(rf"^\.{re.escape(final.stem)}\.(\d+)\.tmp")
@@ -221,7 +206,7 @@ def clean_stale_tmp(final: Path) -> None:
         return
     for p in final.parent.iterdir():
         m = pat.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not alive(int(m.group(1))):
             try:
                 p.unlink()
             except OSError:
@@ -503,20 +488,12 @@ class ChunkRenderer:
         self.camera.set_pose(pos=CAM_OFFSET, lookat=(0.0, 0.0, CAM_LOOKAT_Z))
 
     def load_policy(self, rd: RunDir, manifest: dict[str, Any]):
-        from stable_baselines3.common.vec_env import VecNormalize
-
+        """(VecNormalize, model) in eval mode by :func:`go2train.train.ppo.load_policy`, with the
+        stored config's ``[ppo]`` normalisation, checked against this env's observation size."""
         from go2train.sim.vecenv import Go2VecEnv
-        from go2train.train.ppo import ChunkedPPO
+        from go2train.train.ppo import load_policy
 
-        venv = Go2VecEnv(self.env)
-        vn = VecNormalize.load(str(checkpoint.model_path(rd, manifest, "vecnorm")), venv)
-        vn.training = False
-        vn.norm_reward = False
-        model = ChunkedPPO.load(
-            str(checkpoint.model_path(rd, manifest, "model")),
-            device="cpu",
-            custom_objects={"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0},
-        )
+        model, vn = load_policy(rd, manifest, self.cfg, Go2VecEnv(self.env))
         return vn, model
 
     def _follow(self, xy: np.ndarray, snap: bool) -> None:

@@ -20,6 +20,10 @@ processes behaves like one long ``learn()``:
   a :class:`~go2train.train.rollout.TorchRolloutBuffer`, normalisation in torch, infos only for the
   robots that finished). ``"numpy"`` is SB3's own loop through the VecEnv, as before. Both feed
   SB3's unchanged ``PPO.train()``; checkpoints are the same files either way.
+
+:func:`load_policy` is the one loader of a checkpoint's model + VecNormalize: the worker (training)
+and eval, video and export (eval mode) all load through it. It lives here, beside the class it
+loads, so that ``go2train.run`` stays a torch-free leaf that imports nothing from ``go2train.train``.
 """
 
 from __future__ import annotations
@@ -185,3 +189,66 @@ def apply_schedule(model: ChunkedPPO, p: PPOConfig) -> None:
     model.lr_max = p.lr_max
     model.desired_kl = p.desired_kl
     model.rollout_mode = getattr(p, "rollout", "device")
+
+
+# ---------------------------------------------------------------- loading a checkpoint
+class ObservationMismatch(ValueError):
+    """The policy's observation size differs from the env's (or the expected) one."""
+
+    def __init__(self, policy: int, expected: int):
+        super().__init__(f"policy expects {policy} observations, the env gives {expected}")
+        self.policy, self.expected = policy, expected
+
+
+def load_policy(rd, manifest: dict, cfg, venv=None, *, training: bool = False, n_obs: int | None = None,
+                tensorboard_log: str | None = None):
+    """(ChunkedPPO, VecNormalize) of a verified checkpoint: the one loader of model + statistics.
+
+    ``cfg``'s ``[ppo]`` normalisation is re-applied to the statistics (``norm_obs``, ``clip_obs``,
+    ``gamma``). ``training``: the worker's way (``venv`` required; statistics keep updating,
+    ``norm_reward`` from ``[ppo]``; model on ``[ppo] device`` with ``[ppo]``'s hyperparameters and
+    schedule, attached to the statistics). Otherwise eval mode (statistics frozen, rewards raw;
+    model on the CPU, no env, schedules zeroed); ``venv`` None loads the statistics without an env
+    (`go2train export`). The policy's observation size is checked against ``n_obs`` (default: the
+    ``venv``'s): :class:`ObservationMismatch`. A stored config whose gait-clock setting differs from
+    ``cfg``'s (another observation layout) is a ``ConfigError``. Other load failures propagate as
+    they are (the worker counts them as a damaged checkpoint; the tools word them in one line).
+    """
+    import pickle
+
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from go2train.config import ConfigError
+    from go2train.run import checkpoint
+
+    p = cfg.ppo
+    stored_obs = ((manifest.get("config") or {}).get("env") or {}).get("gait_period_steps", 0) > 0
+    if stored_obs != (cfg.env.gait_period_steps > 0):
+        raise ConfigError(
+            f"[env] gait_period_steps changes the observation layout of checkpoint {manifest.get('name')}; "
+            "start a new run directory"
+        )
+    vn_path = str(checkpoint.model_path(rd, manifest, "vecnorm"))
+    if venv is None:  # VecNormalize.load without set_venv (it needs an env)
+        with open(vn_path, "rb") as f:
+            vn = pickle.load(f)
+        if not isinstance(vn, VecNormalize):
+            raise TypeError(f"holds a {type(vn).__name__}, not a VecNormalize")
+    else:
+        vn = VecNormalize.load(vn_path, venv)
+    vn.training = training
+    vn.norm_reward = p.normalize_reward if training else False
+    vn.norm_obs, vn.clip_obs, vn.gamma = p.normalize_obs, p.clip_obs, p.gamma
+    model_path = str(checkpoint.model_path(rd, manifest, "model"))
+    if training:
+        model = ChunkedPPO.load(model_path, env=vn, device=resolve_device(p), tensorboard_log=tensorboard_log,
+                                **ppo_kwargs(p, venv.num_envs))
+        apply_schedule(model, p)
+    else:
+        model = ChunkedPPO.load(model_path, device="cpu", custom_objects={
+            "learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0})
+    if n_obs is None and venv is not None:
+        n_obs = venv.observation_space.shape[0]
+    if n_obs is not None and model.observation_space.shape != (n_obs,):
+        raise ObservationMismatch(model.observation_space.shape[0], n_obs)
+    return model, vn

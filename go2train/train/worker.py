@@ -16,8 +16,8 @@
 
 SIGTERM/SIGINT: stop at the next rollout boundary, write a resume point, exit ``STOPPED``.
 
-Failpoints (testing only; off unless set): ``GO2TRAIN_FAILPOINTS`` (comma-separated) or a file
-``RUN_DIR/failpoints`` (one per line). Syntax ``KIND@CHUNK:STEPS`` with KIND one of ``segv``
+Failpoints (:mod:`go2train.train.failpoints`; testing only; off unless set): ``GO2TRAIN_FAILPOINTS``
+(comma-separated) or a file ``RUN_DIR/failpoints`` (one per line). Syntax ``KIND@CHUNK:STEPS`` with KIND one of ``segv``
 (a real invalid memory access after STEPS batched env steps), ``hang`` (stop making progress),
 ``save_crash`` (SIGSEGV in the middle of the next checkpoint write, after the data files are
 written and before the manifest), ``exit`` (exit 1); CHUNK is a milestone or ``*``. Each spec
@@ -26,7 +26,6 @@ fires once per run directory (recorded in ``logs/failpoints.fired``).
 
 from __future__ import annotations
 
-import ctypes
 import faulthandler
 import fcntl
 import logging
@@ -41,8 +40,9 @@ from typing import Any
 
 from go2train.config import Config, ConfigError, load, profile_of
 from go2train.run import checkpoint, exitcodes
-from go2train.run.files import append_jsonl, atomic_write_json, read_json, read_jsonl
+from go2train.run.files import atomic_write_json, read_json
 from go2train.run.layout import PHASES, STARTUP_PHASES, RunDir, chunk_name
+from go2train.train.failpoints import Failpoints
 from go2train.train.gpumem import GpuMemProbe, torch_peak_reserved_mb, torch_reserved_mb
 
 log = logging.getLogger("go2train.train.worker")
@@ -70,55 +70,6 @@ def kernel_cache_files(path: Path | None = None) -> int:
     for _root, _dirs, files in os.walk(path or kernel_cache_dir()):
         n += len(files)
     return n
-
-
-# ---------------------------------------------------------------- failpoints
-class Failpoints:
-    KINDS = ("segv", "hang", "save_crash", "exit")
-
-    def __init__(self, rd: RunDir, milestone: int):
-        self.rd = rd
-        self.fired_file = rd.logs / "failpoints.fired"
-        specs = [s.strip() for s in os.environ.get("GO2TRAIN_FAILPOINTS", "").split(",") if s.strip()]
-        fp_file = rd.root / "failpoints"
-        if fp_file.exists():
-            specs += [s.strip() for s in fp_file.read_text().splitlines() if s.strip() and not s.startswith("#")]
-        fired = {str(e.get("spec")) for e in read_jsonl(self.fired_file)}
-        self.armed: list[tuple[str, str, int]] = []
-        for spec in specs:
-            kind, _, rest = spec.partition("@")
-            chunk, _, steps = rest.partition(":")
-            if kind not in self.KINDS or spec in fired:
-                continue
-            if chunk not in ("*", str(milestone)):
-                continue
-            self.armed.append((spec, kind, int(steps or 0)))
-
-    def _fire(self, spec: str) -> None:
-        append_jsonl(self.fired_file, {"spec": spec, "pid": os.getpid(), "time": time.time()})
-        log.warning("failpoint %s fires", spec)
-        for h in logging.getLogger().handlers:
-            h.flush()
-
-    def on_step(self, steps: int) -> None:
-        for spec, kind, at in list(self.armed):
-            if kind in ("segv", "hang", "exit") and steps >= at:
-                self.armed.remove((spec, kind, at))
-                self._fire(spec)
-                if kind == "segv":
-                    ctypes.string_at(0)  # a real SIGSEGV
-                elif kind == "exit":
-                    os._exit(exitcodes.FAILURE)
-                else:
-                    while True:  # hang: no progress; the heartbeat thread keeps the old timesteps
-                        time.sleep(3600)
-
-    def in_save(self) -> None:
-        for spec, kind, at in list(self.armed):
-            if kind == "save_crash":
-                self.armed.remove((spec, kind, at))
-                self._fire(spec)
-                ctypes.string_at(0)
 
 
 # ---------------------------------------------------------------- metrics
@@ -203,6 +154,24 @@ def peak_rss_mb() -> float:
 
 # ---------------------------------------------------------------- the worker
 class Worker:
+    """One chunk's training in this process; :meth:`run` is the sequence in the module docstring.
+
+    **Which chunk.** The worker alone decides which chunk it trains: ``chunk`` is the newest valid
+    chunk checkpoint's milestone + ``[chunk] episodes`` (:meth:`_decide_chunk`), announced in every
+    heartbeat. Until the checkpoint has verified and loaded, the newest manifest stands in for it
+    (so the minutes of start-up show a chunk); ``chunk`` is None when the run is already complete
+    (``prev_milestone >= [chunk] max_episodes``: nothing to train, exit ``RUN_COMPLETE``). The
+    supervisor never works it out: it shows the heartbeat's, and after an exit looks for the chunk
+    record that appeared.
+
+    **Stopping.** One request: the module's ``_STOP`` event, set only by the SIGTERM/SIGINT handler
+    that :func:`run` installs (:attr:`stop_requested`). It is read in two places: before training
+    starts (a stop during the start-up exits ``STOPPED``, nothing trained, nothing saved) and at
+    every safe point between rollouts (:meth:`on_safe_point`: write a resume point). ``learn()`` ends
+    only through ``ChunkedPPO.request_stop()``, which :meth:`on_safe_point` calls when the chunk's
+    episodes are done or a stop was requested. ``_hb_done`` only ends the heartbeat thread.
+    """
+
     def __init__(self, rd: RunDir, cfg: Config):
         self.rd = rd
         self.cfg = cfg
@@ -212,8 +181,8 @@ class Worker:
         self.startup_phases: dict[str, float] = {}  # start-up phase -> seconds (this process)
         self.kernel_cache_files_before: int | None = None
         self.first_step_s: float | None = None
-        self.milestone = 0  # milestone being trained towards
-        self.prev_milestone = 0
+        self.chunk: int | None = None  # the milestone being trained towards (class docstring)
+        self.prev_milestone = 0  # the chunk it builds on (0: none)
         self.episodes = 0  # run total of finished episodes
         self.chunk_start_episodes = 0
         self.timesteps = 0
@@ -222,13 +191,17 @@ class Worker:
         self.n_envs = cfg.env.n_envs
         self.backend = "?"
         self.device = "?"
-        self.stop = threading.Event()
+        self._hb_done = threading.Event()  # ends the heartbeat thread (not a stop request: _STOP)
         self.stats = ChunkStats()
         self.chunk_started = time.time()
         self.startup_s = 0.0
         self.train_s_before = 0.0  # train seconds of this chunk in earlier processes
         self.t_start = time.time()
         self.model = None
+        self.env = None  # the batched Go2Env
+        self.base: dict[str, Any] | None = None  # manifest of the chunk checkpoint built on
+        self.src: dict[str, Any] | None = None  # what was loaded: a resume point of this chunk, else base
+        self.train_t0 = time.time()
         self.last_resume_save = time.time()
         self.failpoints: Failpoints | None = None
         self._monitor = None
@@ -260,7 +233,7 @@ class Worker:
     def heartbeat(self) -> dict[str, Any]:
         hb = {
             "pid": os.getpid(),
-            "chunk": self.milestone,
+            "chunk": self.chunk,
             "phase": self.phase,
             "phase_started": self.phase_started,
             "phase_s": round(time.time() - self.phase_started, 1),
@@ -301,7 +274,7 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         last_t, last_steps = time.time(), self.timesteps
-        while not self.stop.wait(self.cfg.chunk.heartbeat_s):
+        while not self._hb_done.wait(self.cfg.chunk.heartbeat_s):
             now, steps = time.time(), self.timesteps
             if now > last_t and self.phase == "training":
                 self.sps = (steps - last_steps) / (now - last_t)
@@ -316,36 +289,6 @@ class Worker:
         return self.chunk_start_episodes + self.cfg.chunk.episodes * self.n_envs
 
     # -- model I/O
-    def _load(self, manifest: dict[str, Any], venv):
-        from stable_baselines3.common.vec_env import VecNormalize
-
-        from go2train.train.ppo import (
-            ChunkedPPO,
-            apply_schedule,
-            ppo_kwargs,
-            resolve_device,
-        )
-
-        p = self.cfg.ppo
-        stored_obs = ((manifest.get("config") or {}).get("env") or {}).get("gait_period_steps", 0) > 0
-        if stored_obs != (self.cfg.env.gait_period_steps > 0):
-            raise ConfigError(
-                f"[env] gait_period_steps changes the observation layout of checkpoint {manifest.get('name')}; "
-                "start a new run directory"
-            )
-        vn = VecNormalize.load(str(checkpoint.model_path(self.rd, manifest, "vecnorm")), venv)
-        vn.training = True
-        vn.norm_obs, vn.norm_reward, vn.clip_obs, vn.gamma = p.normalize_obs, p.normalize_reward, p.clip_obs, p.gamma
-        model = ChunkedPPO.load(
-            str(checkpoint.model_path(self.rd, manifest, "model")),
-            env=vn,
-            device=resolve_device(p),
-            tensorboard_log=str(self.rd.tensorboard),
-            **ppo_kwargs(p, venv.num_envs),
-        )
-        apply_schedule(model, p)
-        return model
-
     def save(self, name: str, kind: str) -> dict[str, Any]:
         model, vn = self.model, self.model.get_env()
         if self._monitor is not None:
@@ -353,8 +296,8 @@ class Worker:
             os.fsync(self._monitor.file_handler.fileno())
         meta = {
             "kind": kind,
-            "chunk": self.milestone if kind == "chunk" else self.prev_milestone,
-            "target_chunk": self.milestone,
+            "chunk": self.chunk if kind == "chunk" else self.prev_milestone,
+            "target_chunk": self.chunk,
             "episodes_total": self.episodes,
             "chunk_start_episodes": self.chunk_start_episodes,
             "timesteps": int(model.num_timesteps),
@@ -411,27 +354,47 @@ class Worker:
             self.last_resume_save = time.time()
             log.info("resume point written at %d timesteps", self.timesteps)
 
-    # -- main
+    # -- main: run() and its steps
     @property
     def stop_requested(self) -> bool:
+        """A stop was asked (SIGTERM/SIGINT): the one stop request (class docstring)."""
         return _STOP.is_set()
 
     def run(self) -> int:
-        cfg, rd = self.cfg, self.rd
-        # Early estimate of the chunk in progress (confirmed once a checkpoint has loaded), so the
-        # supervisor and the TUI know it during the start-up, which can take minutes.
-        newest = checkpoint.chunk_milestones(rd)
-        self.milestone = (newest[0] if newest else 0) + cfg.chunk.episodes
-        hb = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        """Start up, resume, train, save the chunk; the exit code (docs/CONTRACTS.md)."""
+        newest = checkpoint.chunk_milestones(self.rd)
+        self._decide_chunk(newest[0] if newest else 0)  # an estimate until a checkpoint has loaded
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        venv = self._start_up()
+        model = self._resume(venv)
+        if self.chunk is None:
+            log.info("run complete: chunk %d reached max_episodes %d", self.prev_milestone,
+                     self.cfg.chunk.max_episodes)
+            return self._exit(exitcodes.RUN_COMPLETE)
+        self._prepare(model, venv)
+        train_s = self._train()
+        if self.stop_requested and self.episodes < self.target_episodes:
+            return self._exit(exitcodes.STOPPED)
+        self._finish_chunk(venv, train_s)
+        if self.cfg.chunk.max_episodes and self.chunk >= self.cfg.chunk.max_episodes:
+            return self._exit(exitcodes.RUN_COMPLETE)
+        return self._exit(exitcodes.CHUNK_DONE)
+
+    def _decide_chunk(self, prev_milestone: int) -> None:
+        """Build on chunk ``prev_milestone`` (0: none): train towards the next milestone, or nothing
+        (``chunk`` None) when the run already reached ``[chunk] max_episodes``."""
+        c = self.cfg.chunk
+        self.prev_milestone = prev_milestone
+        done = bool(c.max_episodes) and prev_milestone >= c.max_episodes
+        self.chunk = None if done else prev_milestone + c.episodes
+
+    def _start_up(self):
+        """Import the stack, initialise Genesis, build the batched scene; returns the VecEnv."""
+        cfg = self.cfg
         self.set_phase("importing")
-        hb.start()
-
-        from stable_baselines3.common.callbacks import BaseCallback
-        from stable_baselines3.common.monitor import ResultsWriter
-
-        from go2train.sim.env import Go2Env, init_genesis, release_genesis
+        from go2train.sim.env import Go2Env, init_genesis
         from go2train.sim.vecenv import Go2VecEnv
-        from go2train.train.ppo import make_ppo, normalize, resolve_device
+        from go2train.train.ppo import resolve_device
 
         self.backend = init_genesis(self._backend(), seed=cfg.env.seed)
         self.device = resolve_device(cfg.ppo)
@@ -440,53 +403,62 @@ class Worker:
 
             torch.set_num_threads(cfg.ppo.torch_threads)
         self.set_phase("building_scene")
-        env = self._build_env(Go2Env)
-        venv = Go2VecEnv(env, random_start=cfg.env.random_episode_start)
-        self.set_phase("loading_checkpoint")
+        self.env = self._build_env(Go2Env)
+        return Go2VecEnv(self.env, random_start=cfg.env.random_episode_start)
 
-        # Resume: newest valid chunk, then a newer resume point of the chunk after it.
+    def _load(self, manifest: dict[str, Any], venv):
+        from go2train.train.ppo import load_policy
+
+        return load_policy(self.rd, manifest, self.cfg, venv, training=True,
+                           tensorboard_log=str(self.rd.tensorboard))[0]
+
+    def _resume(self, venv):
+        """Load the newest valid chunk (damaged ones moved aside), then a newer resume point of the
+        chunk after it (a damaged one moved aside); decide the chunk. Returns the loaded model
+        (None: a fresh start). Sets ``base`` and ``src``."""
+        rd = self.rd
+        self.set_phase("loading_checkpoint")
         manifest, model = checkpoint.newest_valid_chunk(
             rd, lambda m: self._load(m, venv), log=log.warning, fatal=(ConfigError,)
         )
-        self.prev_milestone = manifest["chunk"] if manifest else 0
-        base = manifest
-        resume = None
-        if (rd.models / f"{checkpoint.RESUME}.json").exists():
-            rm = read_json(rd.models / f"{checkpoint.RESUME}.json", {}) or {}
-            if resume_point_applies(rm, manifest, self.prev_milestone):
-                try:
-                    checkpoint.verify(rd, checkpoint.RESUME)
-                    model = self._load(rm, venv)
-                    resume = rm
-                except Exception as exc:  # noqa: BLE001
-                    dest = checkpoint.move_aside(rd, checkpoint.RESUME, f"damaged resume point: {exc}")
-                    log.warning("resume point damaged (%s); moved to %s", exc, dest)
-        src = resume or base
-        if cfg.chunk.max_episodes and self.prev_milestone >= cfg.chunk.max_episodes:
-            self.milestone = 0  # nothing trained: the supervisor must not look for a new chunk record
-            log.info("run complete: chunk %d reached max_episodes %d", self.prev_milestone, cfg.chunk.max_episodes)
-            self.stop.set()
-            self.set_phase("exiting")
-            release_genesis()
-            return exitcodes.RUN_COMPLETE
+        self._decide_chunk(manifest["chunk"] if manifest else 0)
+        self.base = self.src = manifest
+        path = rd.models / f"{checkpoint.RESUME}.json"
+        rm = (read_json(path, {}) or {}) if path.exists() else {}
+        if rm and resume_point_applies(rm, manifest, self.prev_milestone):
+            try:
+                checkpoint.verify(rd, checkpoint.RESUME)
+                model = self._load(rm, venv)
+                self.src = rm
+            except Exception as exc:  # noqa: BLE001
+                dest = checkpoint.move_aside(rd, checkpoint.RESUME, f"damaged resume point: {exc}")
+                log.warning("resume point damaged (%s); moved to %s", exc, dest)
+        return model
+
+    def _prepare(self, model, venv) -> None:
+        """Continue the counters of what was loaded (or make a fresh model), reopen monitor.csv where
+        the checkpoint left it, seed, arm the failpoints and hook the model's safe points."""
+        from stable_baselines3.common.monitor import ResultsWriter
+
+        from go2train.train.ppo import make_ppo, normalize
+
+        cfg, rd, src = self.cfg, self.rd, self.src
         if src is None:
             log.info("no checkpoint: fresh start")
-            vn = normalize(cfg.ppo, venv)
-            model = make_ppo(cfg.ppo, vn, tensorboard_log=str(rd.tensorboard), seed=cfg.ppo.seed)
+            model = make_ppo(cfg.ppo, normalize(cfg.ppo, venv), tensorboard_log=str(rd.tensorboard), seed=cfg.ppo.seed)
         else:
             self.episodes = int(src["episodes_total"])
             self.t_start = float(src.get("run", {}).get("t_start", self.t_start))
             log.info("resuming from %s (%d timesteps, %d episodes)", src["name"], src["timesteps"], self.episodes)
         venv.t_start = self.t_start
-        if resume:
-            self.chunk_start_episodes = int(resume["chunk_start_episodes"])
-            self.stats = ChunkStats(resume.get("chunk_stats"))
-            self.train_s_before = float(resume.get("wall", {}).get("train_s", 0.0))
-            self.chunk_started = float(resume.get("chunk_started", time.time()))
+        if src is not self.base:  # a resume point was loaded: this chunk continues
+            self.chunk_start_episodes = int(src["chunk_start_episodes"])
+            self.stats = ChunkStats(src.get("chunk_stats"))
+            self.train_s_before = float(src.get("wall", {}).get("train_s", 0.0))
+            self.chunk_started = float(src.get("chunk_started", time.time()))
         else:
             self.chunk_start_episodes = self.episodes
-        self.milestone = self.prev_milestone + cfg.chunk.episodes
-        self.failpoints = Failpoints(rd, self.milestone)
+        self.failpoints = Failpoints(rd, self.chunk)
 
         # monitor.csv continues exactly where the checkpoint left it (no duplicated rows).
         offset = int(src.get("monitor_bytes", 0)) if src else 0
@@ -497,17 +469,21 @@ class Worker:
         self._monitor = ResultsWriter(str(rd.monitor_csv), header={"t_start": self.t_start, "env_id": "go2train"},
                                       extra_keys=("dist", "fell"), override_existing=fresh_csv)
 
-        seed = cfg.ppo.seed + self.milestone
+        seed = cfg.ppo.seed + self.chunk
         model.set_random_seed(seed)
-        env.seed(seed)
+        self.env.seed(seed)
         model._last_obs = None  # start fresh episodes in this process
         self.model = model
         model.on_safe_point = self.on_safe_point
         self.timesteps = int(model.num_timesteps)
         self.startup_s = time.time() - self.t0
         log.info("chunk %s: target %d episodes (%d robots), start-up %.1f s (%s)",
-                 chunk_name(self.milestone), self.target_episodes, self.n_envs, self.startup_s,
+                 chunk_name(self.chunk), self.target_episodes, self.n_envs, self.startup_s,
                  ", ".join(f"{k} {v:.1f} s" for k, v in self.startup_phases_now().items()))
+
+    def _train(self) -> float:
+        """``learn()`` until a safe point ends it (chunk done or stop requested); its seconds."""
+        from stable_baselines3.common.callbacks import BaseCallback
 
         worker = self
 
@@ -519,27 +495,35 @@ class Worker:
         self.last_resume_save = time.time()
         if not self.stop_requested:  # stopped during start-up: nothing trained, nothing to save
             self.set_phase("training")
-            model.learn(total_timesteps=10**15, callback=_Cb(), tb_log_name="go2train", reset_num_timesteps=False)
-        train_s = time.time() - self.train_t0
-        if self.stop_requested and self.episodes < self.target_episodes:
-            self.stop.set()
-            self.set_phase("exiting")
-            release_genesis()
-            return exitcodes.STOPPED
+            self.model.learn(total_timesteps=10**15, callback=_Cb(), tb_log_name="go2train",
+                             reset_num_timesteps=False)
+        return time.time() - self.train_t0
 
-        # Save the chunk.
+    def _finish_chunk(self, venv, train_s: float) -> None:
+        """Save ``models/chunk_N`` (manifest last), then write its record ``logs/chunks/chunk_N.json``."""
         self.set_phase("saving")
         t_save = time.time()
-        manifest = self.save(chunk_name(self.milestone), "chunk")
+        manifest = self.save(chunk_name(self.chunk), "chunk")
         save_s = time.time() - t_save
-        metrics = {
-            "chunk": self.milestone,
+        metrics = self._chunk_record(manifest, venv, train_s, save_s)
+        atomic_write_json(self.rd.chunk_metrics(self.chunk), metrics)
+        log.info("chunk %s done: %d episodes, reward %.2f, speed along command %s of %s m/s, "
+                 "%.0f steps/s, save %.2f s", chunk_name(self.chunk), metrics["episodes"],
+                 metrics["reward_mean"], _f3(metrics["speed_along_command_mean"]),
+                 _f3(metrics["command_speed_mean"]), metrics["steps_per_s"], save_s)
+
+    def _chunk_record(self, manifest: dict[str, Any], venv, train_s: float, save_s: float) -> dict[str, Any]:
+        """The chunk record (docs/CONTRACTS.md) of the chunk just saved as ``manifest``."""
+        cmd = self.cfg.command
+        base, src = self.base or {}, self.src or {}
+        return {
+            "chunk": self.chunk,
             "episodes": self.episodes - self.chunk_start_episodes,
             "episodes_total": self.episodes,
-            "timesteps": manifest["timesteps"] - int((base or {}).get("timesteps", 0)),
+            "timesteps": manifest["timesteps"] - int(base.get("timesteps", 0)),
             "timesteps_total": manifest["timesteps"],
             **self.stats.summary(),
-            "steps_per_s": (manifest["timesteps"] - int((src or {}).get("timesteps", 0))) / max(train_s, 1e-9),
+            "steps_per_s": (manifest["timesteps"] - int(src.get("timesteps", 0))) / max(train_s, 1e-9),
             "startup_s": self.startup_s,
             "startup_phases": self.startup_phases_now(),
             "first_step_s": self.first_step_s,
@@ -550,28 +534,27 @@ class Worker:
             "peak_gpu_mb": self._peak_gpu_mb(),
             "peak_torch_reserved_mb": torch_peak_reserved_mb(),
             "profile": self.profile,
-            "command": {"vx_range": cfg.command.vx_range, "vy_range": cfg.command.vy_range,
-                        "yaw_range": cfg.command.yaw_range, "standing_share": cfg.command.standing_share},
+            "command": {"vx_range": cmd.vx_range, "vy_range": cmd.vy_range,
+                        "yaw_range": cmd.yaw_range, "standing_share": cmd.standing_share},
             "n_envs": self.n_envs,
             "invalid_resets": venv.invalid_resets,
-            "lr": model.current_lr(),
+            "lr": self.model.current_lr(),
             "started": self.chunk_started,
             "finished": time.time(),
             "backend": self.backend,
-            "resumed_from": (src or {}).get("name"),
+            "resumed_from": src.get("name"),
         }
-        atomic_write_json(rd.chunk_metrics(self.milestone), metrics)
-        log.info("chunk %s done: %d episodes, reward %.2f, speed along command %s of %s m/s, "
-                 "%.0f steps/s, save %.2f s", chunk_name(self.milestone), metrics["episodes"],
-                 metrics["reward_mean"], _f3(metrics["speed_along_command_mean"]),
-                 _f3(metrics["command_speed_mean"]), metrics["steps_per_s"], save_s)
-        self.stop.set()
+
+    def _exit(self, code: int) -> int:
+        """End the heartbeat (a last one says ``exiting``), close monitor.csv, free Genesis and CUDA."""
+        from go2train.sim.env import release_genesis
+
+        self._hb_done.set()
         self.set_phase("exiting")
-        self._monitor.close()
+        if self._monitor is not None:
+            self._monitor.close()
         release_genesis()
-        if cfg.chunk.max_episodes and self.milestone >= cfg.chunk.max_episodes:
-            return exitcodes.RUN_COMPLETE
-        return exitcodes.CHUNK_DONE
+        return code
 
 
     def startup_phases_now(self) -> dict[str, float]:
