@@ -40,7 +40,7 @@ from typing import Any
 
 from go2train.config import Config, ConfigError, load, profile_of
 from go2train.run import checkpoint, exitcodes
-from go2train.run.files import atomic_write_json, read_json
+from go2train.run.files import append_jsonl, atomic_write_json, read_json
 from go2train.run.layout import PHASES, STARTUP_PHASES, RunDir, chunk_name
 from go2train.train.failpoints import Failpoints
 from go2train.train.gpumem import GpuMemProbe, torch_peak_reserved_mb, torch_reserved_mb
