@@ -365,7 +365,7 @@ class CommandConfig(_Section):
     ``clip(yaw + heading_gain * heading error, +-max(1, |yaw_range|))``, where the commanded
     heading starts at the start heading and turns at the drawn yaw rate: a robot that drifts off
     course sees it in its observation and is asked to steer back. Eval uses a fixed grid
-    (go2train/evaluate.py, docs/EVAL.md), never these ranges."""
+    (go2train/tools/evaluate.py, docs/EVAL.md), never these ranges."""
 
     vx_range: list[float] = Field(default_factory=lambda: [-1.0, 1.0])  # m/s, forward (+) / backward
     vy_range: list[float] = Field(default_factory=lambda: [-0.5, 0.5])  # m/s, left (+) / right
@@ -503,7 +503,7 @@ class PPOConfig(_Section):
     normalize_obs: bool = True
     normalize_reward: bool = True
     clip_obs: float = Field(10.0, gt=0)
-    # "device": rollouts stay torch tensors on the device (go2train/rollout.py); "numpy": SB3's
+    # "device": rollouts stay torch tensors on the device (go2train/train/rollout.py); "numpy": SB3's
     # own loop through the VecEnv and VecNormalize (the path before issue 12). Same checkpoints.
     rollout: Literal["device", "numpy"] = "device"
     device: Literal["auto", "cpu", "cuda"] = "cpu"

@@ -50,7 +50,7 @@ from go2train.sim.rewards import TERMS
 
 RAND_SEED_OFFSET = 7919  # the randomisation stream's seed: [env] seed + this
 
-qdfast.install()  # before anything imports genesis: ~5 s less start-up CPU (go2train/qdfast.py)
+qdfast.install()  # before anything imports genesis: ~5 s less start-up CPU (go2train/sim/qdfast.py)
 _GS_READY = False
 
 

@@ -11,7 +11,7 @@ Contract (SB3 ``VecEnv``), per robot ``i``:
   ``"dist"`` (forward distance, m), ``"speed"`` (dist / duration, m/s), ``"fell"``, ``"cmd_vx"`` (the vx
   command at the episode's end) and ``"track"`` (sums over the episode's steps, ``TRACK_KEYS``:
   steps told to move, commanded speed and speed along the command on those steps, linear and
-  yaw-rate tracking error, steps told to stand still; go2train/worker.py ``ChunkStats``).
+  yaw-rate tracking error, steps told to stand still; go2train/train/worker.py ``ChunkStats``).
 
 Tensors stay batched; the only per-robot Python work is one small dict per finished robot.
 Observations and rewards are float32 numpy views of the simulator's tensors (copied on GPU).
