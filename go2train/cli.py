@@ -26,6 +26,8 @@ app.add_typer(daemon_app, name="daemon")
 
 RunDirOpt = typer.Option(Path("."), "--run-dir", help="Run directory (holds models/ videos/ logs/).")
 ConfigOpt = typer.Option(None, "--config", help="Config TOML (default: RUN_DIR/go2train.toml).")
+SetOpt = typer.Option(None, "--set", metavar="SECTION.KEY=VALUE",
+                      help="Override one config key (repeatable; a TOML value; validated like the file).")
 
 
 def _print_version(value: bool) -> None:
@@ -50,9 +52,9 @@ def fail(message: str, code: int = exitcodes.CONFIG_ERROR) -> "typer.Exit":
     raise typer.Exit(code)
 
 
-def load_config(config: Optional[Path], run_dir: Path):
+def load_config(config: Optional[Path], run_dir: Path, overrides: Optional[list[str]] = None):
     try:
-        return load(config, run_dir)
+        return load(config, run_dir, overrides=overrides or ())
     except ConfigError as exc:
         fail(str(exc))
 
@@ -71,25 +73,27 @@ def check_run_dir(run_dir: Path, must_exist: bool = True, writable: bool = False
 
 # --- daemon (the supervisor package; no torch/genesis on this path) --------------------------
 @daemon_app.command("start")
-def daemon_start(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
+def daemon_start(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt,
+                 overrides: Optional[list[str]] = SetOpt) -> None:
     """Start the supervisor detached (own session, output in logs/daemon.log); print its pid."""
     from supervisor import control
 
     run_dir = check_run_dir(run_dir, writable=True)
     # Validated here only to give one line (exit 2, nothing written) before forking; the daemon
     # reads it once more when it starts (docs/CONTRACTS.md, "The config file: who reads it when").
-    load_config(config, run_dir)
-    raise typer.Exit(control.start(run_dir, config))
+    load_config(config, run_dir, overrides)
+    raise typer.Exit(control.start(run_dir, config, overrides or []))
 
 
 @daemon_app.command("run")
-def daemon_run(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
+def daemon_run(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt,
+               overrides: Optional[list[str]] = SetOpt) -> None:
     """Run the supervisor in the foreground (systemd, containers, tmux)."""
     from supervisor import control
 
     run_dir = check_run_dir(run_dir, writable=True)
-    cfg = load_config(config, run_dir)  # the supervisor's one read, kept for its whole life
-    raise typer.Exit(control.run_foreground(run_dir, config, cfg))
+    cfg = load_config(config, run_dir, overrides)  # the supervisor's one read, kept for its whole life
+    raise typer.Exit(control.run_foreground(run_dir, config, cfg, overrides or []))
 
 
 @daemon_app.command("stop")
@@ -120,11 +124,12 @@ def daemon_status(run_dir: Path = RunDirOpt) -> None:
 
 
 @config_app.command("show")
-def config_show(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
+def config_show(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt,
+                overrides: Optional[list[str]] = SetOpt) -> None:
     """Print the effective configuration as JSON (stdout) and its backend profile and why (stderr)."""
     from go2train.config import profile_of
 
-    cfg = load_config(config, check_run_dir(run_dir))
+    cfg = load_config(config, check_run_dir(run_dir), overrides)
     prof = profile_of(cfg)
     if prof is not None:
         typer.echo(f"profile: {prof.describe()}", err=True)
@@ -133,12 +138,13 @@ def config_show(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -
 
 # --- worker and benchmark (import torch/genesis inside) ---------------------------------------
 @app.command("train-chunk", hidden=True)  # the supervisor runs it; docs/CONTRACTS.md
-def train_chunk(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt) -> None:
+def train_chunk(run_dir: Path = RunDirOpt, config: Optional[Path] = ConfigOpt,
+                overrides: Optional[list[str]] = SetOpt) -> None:
     """Train one chunk in this process (the supervisor runs this; exit codes: docs/CONTRACTS.md)."""
     from go2train.train import worker
 
     run_dir = check_run_dir(run_dir, writable=True)
-    raise typer.Exit(worker.run(run_dir, config))  # the worker reads the config (once, at its start)
+    raise typer.Exit(worker.run(run_dir, config, overrides or []))  # the worker reads the config (once, at its start)
 
 
 @app.command("bench")

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
@@ -65,17 +66,20 @@ def _env_cmd(var: str, subst: dict[str, str]) -> list[str] | None:
     return out
 
 
-def _config_args(config: Path | None) -> list[str]:
-    return ["--config", str(Path(config).absolute())] if config is not None else []
+def _config_args(config: Path | None, overrides: Sequence[str] = ()) -> list[str]:
+    args = ["--config", str(Path(config).absolute())] if config is not None else []
+    for item in overrides:  # `--set`: every worker reads the file and these (docs/CONTRACTS.md)
+        args += ["--set", item]
+    return args
 
 
-def worker_command(run_dir: Path, config: Path | None = None) -> list[str]:
+def worker_command(run_dir: Path, config: Path | None = None, overrides: Sequence[str] = ()) -> list[str]:
     cmd = _env_cmd("GO2TRAIN_WORKER_CMD", {"run_dir": str(run_dir)})
     if cmd is not None:
         if not cmd:
             raise CommandError("GO2TRAIN_WORKER_CMD must not be empty")
         return cmd
-    return [sys.executable, "-m", "go2train", "train-chunk", "--run-dir", str(run_dir)] + _config_args(config)
+    return [sys.executable, "-m", "go2train", "train-chunk", "--run-dir", str(run_dir)] + _config_args(config, overrides)
 
 
 def render_command(run_dir: Path, config: Path | None = None) -> Callable[[int], list[str]]:
@@ -98,10 +102,10 @@ def gpu_probe_command(run_dir: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------- run (foreground)
-def run_foreground(run_dir: Path, config: Path | None, cfg: Config) -> int:
+def run_foreground(run_dir: Path, config: Path | None, cfg: Config, overrides: Sequence[str] = ()) -> int:
     root = Path(run_dir).absolute()
     try:
-        worker = worker_command(root, config)
+        worker = worker_command(root, config, overrides)
         render = render_command(root, config)
         gpu = gpu_probe_command(root)
     except CommandError as exc:
@@ -124,7 +128,7 @@ def run_foreground(run_dir: Path, config: Path | None, cfg: Config) -> int:
 
 
 # ---------------------------------------------------------------------- start (detached)
-def start(run_dir: Path, config: Path | None) -> int:
+def start(run_dir: Path, config: Path | None, overrides: Sequence[str] = ()) -> int:
     root = Path(run_dir).absolute()
     try:  # fail on a malformed override here, before anything is written
         worker_command(root, config)
@@ -139,7 +143,7 @@ def start(run_dir: Path, config: Path | None) -> int:
         _err(f"a daemon is already running for {root} (pid {holder.get('pid')})")
         return 1
     rd.make()
-    cmd = [sys.executable, "-m", "go2train", "daemon", "run", "--run-dir", str(root)] + _config_args(config)
+    cmd = [sys.executable, "-m", "go2train", "daemon", "run", "--run-dir", str(root)] + _config_args(config, overrides)
     with open(rd.daemon_log, "ab") as log:
         log.write(f"\n===== go2train daemon start {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()

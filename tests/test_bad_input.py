@@ -106,6 +106,22 @@ def test_bad_config_matrix(tmp_path, case):
         assert snapshot(run) == before, f"{name} wrote to the run directory ({case})"
 
 
+@pytest.mark.parametrize("item, needle", [
+    ("ppo.learning_rat=1e-3", "--set ppo.learning_rat=1e-3: [ppo] learning_rat: unknown key"),
+    ("env.n_envs=-4", "--set env.n_envs=-4: [env] n_envs"),
+    ("chunk=5", "--set chunk=5: expected section.key=value"),
+])
+def test_bad_set_override_writes_nothing(tmp_path, item, needle):
+    """`--set` is validated like the file (issue 15): one line naming the item, exit 2, nothing written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    before = snapshot(run)
+    for cmd in (["config", "show"], ["train-chunk"], ["daemon", "start"], ["daemon", "run"]):
+        p = go2train(*cmd, "--run-dir", str(run), "--set", "ppo.n_epochs=3", "--set", item)
+        assert_refused(p, needle)
+        assert snapshot(run) == before, f"{cmd} wrote to the run directory"
+
+
 # ---------------------------------------------------------------------- run directory
 @pytest.mark.parametrize("cmd", [["config", "show"], ["daemon", "run"], ["daemon", "stop"], ["daemon", "status"],
                                  ["status", "--once"], ["video", "--chunk", "1"], ["eval", "--chunk", "1"],

@@ -70,11 +70,12 @@ def run(tmp_path_factory):
 
 
 def test_01_first_chunk(run):
-    p = run_worker(run.root)
+    p = run_worker(run.root, "--set", "ppo.n_epochs=3", "--set", "env.episode_steps=20")  # `--set` (issue 15)
     assert p.returncode == exitcodes.CHUNK_DONE, p.stderr[-2000:]
     m = checkpoint.verify(run, "chunk_000002")
     assert m["chunk"] == 2 and m["episodes_total"] >= 8 and m["timesteps"] > 0
     assert m["config"]["env"]["n_envs"] == 4  # the exact config is stored beside the model
+    assert m["config"]["ppo"]["n_epochs"] == 3 and m["config_overrides"] == ["ppo.n_epochs=3", "env.episode_steps=20"]
     metrics = read_json(run.chunk_metrics(2))
     assert metrics["episodes"] >= 8 and metrics["timesteps_total"] == m["timesteps"]
     assert set(metrics["reward_terms"]) >= {"height", "tracking_lin_vel", "action_rate"}

@@ -35,10 +35,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from go2train.config import Config, ConfigError, load, profile_of
+from go2train.config import Config, ConfigError, load, overrides_of, profile_of
 from go2train.run import checkpoint, exitcodes
 from go2train.run.files import append_jsonl, atomic_write_json, read_json
 from go2train.run.layout import PHASES, STARTUP_PHASES, RunDir, chunk_name
@@ -311,6 +312,7 @@ class Worker:
                 "train_s": self.train_s_before + (time.time() - self.train_t0),
             },
             "config": self.cfg.to_dict(),
+            "config_overrides": list(overrides_of(self.cfg)),  # `--set` items of this run
             "profile": self.profile,
             "run": {"t_start": self.t_start, "run_name": "go2train"},
         }
@@ -665,7 +667,7 @@ def record_config(rd: RunDir, cfg: Config) -> dict[str, list[Any]]:
     return changed
 
 
-def run(run_dir: Path, config_path: Path | None) -> int:
+def run(run_dir: Path, config_path: Path | None, overrides: Sequence[str] = ()) -> int:
     """``go2train train-chunk``: read the config (the one read of this worker; a bad one exits
     ``CONFIG_ERROR`` with one line, nothing written), take the run's worker lock, record the
     config (:func:`record_config`), train one chunk."""
@@ -674,7 +676,7 @@ def run(run_dir: Path, config_path: Path | None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     rd = RunDir.at(run_dir)
     try:
-        cfg = load(config_path, rd.root)
+        cfg = load(config_path, rd.root, overrides=overrides)
     except ConfigError as exc:
         print(f"go2train: {exc}", file=sys.stderr)
         return exitcodes.CONFIG_ERROR
