@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -47,3 +49,41 @@ def snapshot(root: Path) -> dict[str, tuple]:
             st = os.lstat(p)
             out[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
     return out
+
+
+# The tiny real run of the session fixture ``tiny_trained_run`` (tests/conftest.py): 2 robots,
+# 30-step episodes, one episode per chunk.
+TINY_RUN_TOML = """\
+[env]
+n_envs = 2
+episode_steps = 30
+backend = "cpu"
+
+[chunk]
+episodes = 1
+
+[ppo]
+n_steps = 8
+batch_size = 16
+n_epochs = 1
+net_arch = [32, 32]
+"""
+
+
+def copy_run(src: Path, dst: Path, toml: str | None = None) -> Path:
+    """A copy of run directory ``src`` at ``dst`` (its go2train.toml replaced by ``toml`` if given)."""
+    shutil.copytree(src, dst, symlinks=True)
+    if toml is not None:
+        (dst / "go2train.toml").write_text(toml)
+    return dst
+
+
+def wait_for(pred, timeout: float = 10.0, what: str = "condition", every: float = 0.05):
+    """Poll ``pred()`` until it is truthy (return it) or ``timeout`` s pass (AssertionError naming ``what``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        val = pred()
+        if val:
+            return val
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

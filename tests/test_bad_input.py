@@ -29,7 +29,7 @@ from pathlib import Path
 import helpers
 import psutil
 import pytest
-from helpers import clean_env, procs_mentioning, snapshot
+from helpers import clean_env, procs_mentioning, snapshot, wait_for
 
 from go2train.run import checkpoint
 from go2train.run.files import read_json
@@ -221,13 +221,6 @@ def no_leftovers(tmp_path):
             pass
 
 
-def wait_for(pred, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_daemon_stop_with_no_daemon_writes_nothing(tmp_path):
@@ -249,7 +242,7 @@ def test_second_daemon_start_writes_nothing(tmp_path):
     p = go2train("daemon", "start", "--run-dir", str(run), env=env)
     assert p.returncode == 0, p.stderr
     sup = json.loads((run / "logs" / "daemon.pid").read_text())["pid"]
-    wait_for(lambda: (read_json(run / "logs" / "state.json") or {}).get("state") == "RUNNING", what="RUNNING")
+    wait_for(lambda: (read_json(run / "logs" / "state.json") or {}).get("state") == "RUNNING", timeout=15.0, what="RUNNING")
     worker = read_json(run / "logs" / "state.json")["worker_pid"]
     # Freeze the daemon and its worker so that only the second start could change the run directory.
     os.killpg(worker, signal.SIGSTOP)
@@ -265,7 +258,7 @@ def test_second_daemon_start_writes_nothing(tmp_path):
         os.kill(sup, signal.SIGCONT)
         os.killpg(worker, signal.SIGCONT)
     assert go2train("daemon", "stop", "--run-dir", str(run), env=env).returncode == 0
-    wait_for(lambda: not procs_mentioning(run), what="no process left")
+    wait_for(lambda: not procs_mentioning(run), timeout=15.0, what="no process left")
 
 
 @pytest.mark.parametrize("who", ["sleeper", "pid 1", "this test"])
@@ -290,7 +283,7 @@ def test_pid_file_of_an_unrelated_live_process(tmp_path, who):
         assert p.returncode == 0, p.stderr
         new = json.loads((run / "logs" / "daemon.pid").read_text())["pid"]
         assert new != pid and p.stdout.strip() == f"go2train daemon started: pid {new}, run dir {run}"
-        wait_for(lambda: (read_json(run / "logs" / "state.json") or {}).get("state") == "RUNNING", what="RUNNING")
+        wait_for(lambda: (read_json(run / "logs" / "state.json") or {}).get("state") == "RUNNING", timeout=15.0, what="RUNNING")
         p = go2train("daemon", "status", "--run-dir", str(run), env=env)
         assert p.returncode == 0 and p.stdout.startswith(f"RUNNING pid {new} ")
         assert go2train("daemon", "stop", "--run-dir", str(run), env=env).returncode == 0

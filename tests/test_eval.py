@@ -5,7 +5,7 @@ Genesis processes: the worker that trains the tiny chunk (subprocess) and this p
 subprocesses that stop before importing torch or genesis.
 
 Checkpoints in the run:
-* chunk_000001: trained by `go2train train-chunk` (2 robots, 30-step episodes, one chunk).
+* chunk_000001: trained by `go2train train-chunk` (2 robots, 30-step episodes, one chunk; the session's tiny_trained_run, copied).
 * chunk_000002: the same model with its action head zeroed (mean action 0, log_std -20), saved
   through checkpoint.save with a valid manifest: a stand-still policy, which must be flagged.
 """
@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import go2train
+from helpers import TINY_RUN_TOML, copy_run, go2train
 
 from go2train.run import checkpoint
 from go2train.run.files import read_json
@@ -30,20 +30,7 @@ from go2train.tools.evaluate import GRID, LEGS, is_lazy_command, is_lazy_optimum
 pytestmark = pytest.mark.genesis
 
 EPISODES = 2
-TOML = """\
-[env]
-n_envs = 2
-episode_steps = 30
-backend = "cpu"
-
-[chunk]
-episodes = 1
-
-[ppo]
-n_steps = 8
-batch_size = 16
-net_arch = [32, 32]
-"""
+TOML = TINY_RUN_TOML
 
 
 def _go2train(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -74,11 +61,8 @@ def _zero_policy_checkpoint(rd: RunDir, src: int, dst: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("evalrun")
-    (d / "go2train.toml").write_text(TOML)
-    p = _go2train("train-chunk", "--run-dir", str(d), timeout=400)
-    assert p.returncode == 0, p.stderr[-3000:]
+def run_dir(tmp_path_factory, tiny_trained_run) -> Path:
+    d = copy_run(tiny_trained_run, tmp_path_factory.mktemp("evalrun") / "run", TOML)
     rd = RunDir.at(d)
     assert checkpoint.chunk_milestones(rd) == [1]
     _zero_policy_checkpoint(rd, 1, 2)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import pytest
-from helpers import clean_env, go2train, procs_mentioning
+from helpers import clean_env, go2train, procs_mentioning, wait_for
 
 from go2train.run.files import read_json, read_jsonl
 
@@ -64,14 +63,6 @@ poll_s = 0.2
 """
 
 
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        val = pred()
-        if val:
-            return val
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def count_frames(path) -> int:

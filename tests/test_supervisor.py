@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import go2train, procs_mentioning
+from helpers import go2train, procs_mentioning, wait_for
 
 from go2train.run.files import read_json, read_jsonl
 
@@ -82,14 +82,6 @@ def fake_log(run: Path):
     return read_jsonl(run / "fake_log.jsonl")
 
 
-def wait_for(pred, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        val = pred()
-        if val:
-            return val
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def gone(pid: int) -> bool:

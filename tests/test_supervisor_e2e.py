@@ -17,11 +17,10 @@ import os
 import re
 import signal
 import sys
-import time
 
 import psutil
 import pytest
-from helpers import go2train, procs_mentioning
+from helpers import go2train, procs_mentioning, wait_for
 
 from go2train.run.files import read_json, read_jsonl
 from go2train.run.layout import STARTUP_PHASES
@@ -69,14 +68,6 @@ def cli(*args, env=None, timeout=60):
     return go2train(*args, env=env, timeout=timeout)
 
 
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        val = pred()
-        if val:
-            return val
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_real_worker_segfault_stop_kill9_resume(tmp_path):

@@ -6,7 +6,7 @@ no video yet). Everything else runs `go2train video` in subprocesses that stop b
 torch or genesis, or calls pure helpers.
 
 Checkpoints in the run:
-* chunk_000001: trained by `go2train train-chunk` (2 robots, 20-step episodes, one chunk).
+* chunk_000001: trained by `go2train train-chunk` (2 robots, 30-step episodes, one chunk; the session's tiny_trained_run, copied).
 * chunk_000002: the same files saved again through checkpoint.save (a valid manifest of its own).
 """
 
@@ -18,28 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import go2train
+from helpers import TINY_RUN_TOML, copy_run, go2train
 
 from go2train.run import checkpoint
 from go2train.run.files import read_json
 from go2train.run.layout import RunDir, chunk_name
 
 W, H, FPS, STEPS = 160, 120, 24, 10
-TOML = f"""\
-[env]
-n_envs = 2
-episode_steps = 20
-backend = "cpu"
-
-[chunk]
-episodes = 1
-
-[ppo]
-n_steps = 8
-batch_size = 16
-n_epochs = 1
-net_arch = [32, 32]
-
+TOML = TINY_RUN_TOML + f"""
 [video]
 width = {W}
 height = {H}
@@ -76,11 +62,8 @@ def _one_line_error(p: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("videorun")
-    (d / "go2train.toml").write_text(TOML)
-    p = _go2train("train-chunk", "--run-dir", str(d), timeout=400)
-    assert p.returncode == 0, p.stderr[-3000:]
+def run_dir(tmp_path_factory, tiny_trained_run) -> Path:
+    d = copy_run(tiny_trained_run, tmp_path_factory.mktemp("videorun") / "run", TOML)
     rd = RunDir.at(d)
     assert checkpoint.chunk_milestones(rd) == [1]
     m = checkpoint.verify(rd, chunk_name(1))
