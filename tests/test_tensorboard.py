@@ -37,7 +37,7 @@ def test_purge_hides_what_a_crashed_worker_logged_past_the_resume_point(tmp_path
         logger.dump(step)
     fmt.scalars({"chunk/y": 1.0}, 30)
     time.sleep(1.05)  # event files sort by their creation second (then host, pid)
-    tblog.write_scalars(d, {"eval/video/z": 5.0}, 30, suffix=".render")  # the milestone render of 30
+    tblog.write_scalars(d, {"eval/video/z": 5.0}, 30, "render")  # the milestone render of 30
     time.sleep(1.05)
     # Worker 2 resumes from the resume point at 40: 50 again (other values), 60, chunk/* at 60.
     logger2, fmt2 = tblog.make_logger(d, purge_step=40 + 1)
@@ -50,7 +50,7 @@ def test_purge_hides_what_a_crashed_worker_logged_past_the_resume_point(tmp_path
     assert tb["go2/x"] == [(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0), (50, 105.0), (60, 106.0)]
     assert tb["chunk/y"] == [(30, 1.0), (60, 2.0)]  # the resume step itself is kept (purge at T + 1)
     assert tb["eval/video/z"] == [(30, 5.0)]  # another process's file, same run
-    assert len(list(d.iterdir())) == 3 and all(p.is_file() for p in d.iterdir())
+    assert len(list(d.iterdir())) == 3 and all(p.name.startswith("events.out.tfevents.") for p in d.iterdir())
 
 
 def test_no_tensorboard_logger_writes_nothing(tmp_path):
@@ -101,19 +101,37 @@ RESULT = {
 
 
 def test_eval_writes_its_figures_at_the_checkpoints_timesteps(tmp_path):
+    from go2train.run.files import atomic_write_json
     from go2train.tools.evaluate import _log_tensorboard
 
     rd = RunDir.at(tmp_path)
-    manifests = [{"chunk": 2, "timesteps": 640, "config": {}},
-                 {"chunk": 4, "timesteps": 1280, "config": {"log": {"tensorboard": False}}}]  # that run: no TB
-    _log_tensorboard(rd, manifests, [RESULT, RESULT], push=False)
+    rd.make()
+    manifests = [{"chunk": c, "timesteps": 320 * c, "config": {}} for c in (2, 4, 6)]
+    for m in manifests:
+        atomic_write_json(rd.models / f"chunk_{m['chunk']:06d}.json", m)
+    _log_tensorboard(rd, manifests[:1], [RESULT], push=False)
+    _log_tensorboard(rd, manifests[2:], [{**RESULT, "lazy_optimum": True}], push=False)
+    _log_tensorboard(rd, manifests[1:2], [RESULT], push=False)  # chunk 4 after chunk 6: still in step order
+    _log_tensorboard(rd, manifests[:1], [{**RESULT, "policy": {"forward_speed": 0.5}}], push=False)  # again
     _log_tensorboard(rd, manifests[:1], [RESULT], push=True)
+    off = {"chunk": 8, "timesteps": 2560, "config": {"log": {"tensorboard": False}}}  # trained without TB
+    _log_tensorboard(rd, [off], [RESULT], push=False)
+    files = sorted(p.name.rsplit(".", 1)[-1] for p in rd.tensorboard.iterdir())
+    assert files == ["eval", "eval_push"]  # one file per kind, rewritten in step order
+    raw = tb_scalars(next(rd.tensorboard.glob("*.eval")))
+    assert raw["eval/forward_speed"] == [(640, 0.5), (1280, 0.4), (1920, 0.4)]  # the newest eval of 640 won
+    assert raw["eval/lazy_optimum"] == [(640, 0.0), (1280, 0.0), (1920, 1.0)]
+    assert raw["eval/tilt_deg"] == [(1280, 3.0), (1920, 3.0)]  # 640's newest eval has no tilt: replaced whole
     tb = tb_scalars(rd.tensorboard)
-    assert tb["eval/forward_speed"] == [(640, 0.4)] and tb["eval/fall_rate"] == [(640, 0.25)]
-    assert tb["eval/tilt_deg"] == [(640, 3.0)] and tb["eval/reward/height"] == [(640, 1.0)]
-    assert tb["eval/grid/lin_error_moving"] == [(640, 0.2)] and tb["eval/lazy_optimum"] == [(640, 0.0)]
-    assert tb["eval/cmd/turn_left_0.8/yaw_error"] == [(640, 0.5)]
-    assert tb["eval_push/survival"] == [(640, 0.75)]
+    assert tb["eval/lazy_optimum"] == raw["eval/lazy_optimum"] and tb["eval_push/survival"] == [(640, 0.75)]
+    (rd.models / "chunk_000004.json").unlink()  # chunk 4 damaged and moved aside: its eval goes at the next write
+    _log_tensorboard(rd, manifests[2:], [RESULT], push=False)
+    assert [s for s, _ in tb_scalars(rd.tensorboard)["eval/lazy_optimum"]] == [640, 1920]
+    tb = tb_scalars(rd.tensorboard)
+    assert tb["eval/fall_rate"] == [(1920, 0.25)]
+    assert tb["eval/reward/height"] == [(1920, 1.0)]
+    assert tb["eval/grid/lin_error_moving"] == [(640, 0.2), (1920, 0.2)]
+    assert tb["eval/cmd/turn_left_0.8/yaw_error"] == [(640, 0.5), (1920, 0.5)]
     assert "eval/diagonal_sync" not in tb
 
 
@@ -132,3 +150,8 @@ def test_wandb_without_the_package_is_one_line_and_exit_2(tmp_path):
                        capture_output=True, text=True, timeout=120, env={**os.environ})
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [f"go2train: {err.value}"]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["go2train.toml"]  # nothing written
+
+
+def test_wandb_run_id_is_one_per_run_directory(tmp_path):
+    rid = tblog.wandb_run_id(tmp_path)
+    assert rid and tblog.wandb_run_id(tmp_path) == rid == (tmp_path / tblog.WANDB_ID_FILE).read_text().strip()

@@ -743,8 +743,9 @@ def _log_tensorboard(run_dir: str | Path, manifests: list[dict[str, Any]], resul
     from go2train.train import tblog
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir.at(run_dir)
+    kind = "eval_push" if push else "eval"
     for m, r in zip(manifests, results):
-        tblog.log_checkpoint(rd, m, tblog.eval_scalars(r, "eval_push" if push else "eval"), suffix=".eval")
+        tblog.log_checkpoint(rd, m, tblog.eval_scalars(r, kind), kind)
 
 
 def main(run_dir: str | Path, manifests: list[dict[str, Any]], episodes: int, json_out: bool, push: bool = False) -> int:

@@ -78,7 +78,7 @@ def main(run_dir: Path, current: Config, chunk: str, steps: int | None, out: Pat
     prog.done()
     from go2train.train import tblog
 
-    tblog.log_checkpoint(rd, manifest, tblog.video_scalars(meta), suffix=".render")
+    tblog.log_checkpoint(rd, manifest, tblog.video_scalars(meta), "render")
     print(f"{target}: {meta['frames']} frames {meta['width']}x{meta['height']} @ {meta['fps']} fps, "
           f"distance {meta['distance_m'] + 0.0:+.2f} m, {meta['mean_forward_speed_mps'] + 0.0:+.2f} m/s, "
           f"falls {meta['falls']}, {meta['render_seconds']:.1f} s", flush=True)

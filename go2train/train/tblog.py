@@ -12,10 +12,11 @@ sweep trial is a run directory, so a sweep is one TB run per trial (``--logdir S
   ``train/*`` and ``time/fps`` plus :func:`rollout_scalars` (``go2/*``, from the episodes that
   finished in that rollout), per chunk :func:`chunk_scalars` (``chunk/*``, at the record's
   ``timesteps_total``).
-* **Eval figures** of a checkpoint, at its ``timesteps``: :func:`write_scalars` from the milestone
-  render (:func:`video_scalars`, ``eval/video/*``) and ``go2train eval`` (:func:`eval_scalars`,
-  ``eval/*``; ``eval_push/*`` with ``--push``). These writers never purge (a re-run eval adds a
-  second point at the same step).
+* **Eval figures** of a checkpoint, at its ``timesteps`` (:func:`log_checkpoint`): from the
+  milestone render (:func:`video_scalars`, ``eval/video/*``) and ``go2train eval``
+  (:func:`eval_scalars`, ``eval/*``; ``eval_push/*`` with ``--push``). One event file per kind,
+  rewritten in step order at each write (:func:`write_scalars`): the newest eval of a checkpoint
+  replaces an earlier one, and chunks evaluated out of order still show. These writers never purge.
 * **W&B** (``[log] wandb = true``, off by default; needs the ``wandb`` package): :func:`start_wandb`
   before the worker's writer exists, syncing the TB files, one W&B run per run directory
   (its id kept in ``logs/wandb_id``).
@@ -55,8 +56,9 @@ def _put(out: dict[str, float], tag: str, v: Any) -> None:
 
 # ---------------------------------------------------------------- what is logged
 def rollout_scalars(summary: dict[str, Any], episodes: int, episodes_total: int, n_envs: int) -> dict[str, float]:
-    """``go2/*`` of one rollout from a :meth:`ChunkStats.summary` of the episodes that finished in it
-    (empty when none did): every reward term of :data:`TERMS` (a switched-off one is 0)."""
+    """``go2/*`` of one rollout from a :meth:`ChunkStats.summary` of the ``episodes`` that finished
+    in it, every reward term of :data:`TERMS` among them (a switched-off one is 0); only
+    ``go2/episodes_per_robot`` when none finished."""
     out: dict[str, float] = {}
     _put(out, "go2/episodes_per_robot", episodes_total / max(n_envs, 1))
     if episodes <= 0:
@@ -179,33 +181,76 @@ def purging_tb_format(log_dir: Path, purge_step: int | None = None):
     return PurgingTensorBoardFormat()
 
 
-def write_scalars(log_dir: Path, values: dict[str, float], step: int, suffix: str = "") -> bool:
-    """Write ``values`` at ``step`` into a new event file of ``log_dir`` (no purge) and close it.
-    Never raises: False (and a warning) when it could not be written."""
+def _read_points(path: Path) -> dict[tuple[str, int], float]:
+    """{(tag, step): value} of the scalars in one event file."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(path), size_guidance={"scalars": 0}, purge_orphaned_data=False)
+    ea.Reload()
+    return {(tag, e.step): e.value for tag in ea.Tags()["scalars"] for e in ea.Scalars(tag)}
+
+
+def write_scalars(log_dir: Path, values: dict[str, float], step: int, kind: str,
+                  keep_steps: set[int] | None = None) -> bool:
+    """Put ``values`` at ``step`` into ``log_dir``'s one event file of ``kind`` (``eval``,
+    ``eval_push``, ``render``): the kind's earlier points are read back, the new ones replace those
+    at the same step, and one new file is written in step order before the old ones are
+    removed. So every tag's steps only grow within its file (TensorBoard's fast loader drops a tag's
+    points at steps >= a step that comes again: an eval of chunk 50 written after chunk 250's would
+    otherwise hide 250's) and an eval run twice leaves one point. ``keep_steps``: keep earlier points
+    only at these steps (the run's checkpoints: a discarded lineage's evals go). No purge. Writers of
+    one kind take turns (``flock`` on ``tb.lock`` beside ``log_dir``). Never raises: False (and a
+    warning) when it could not be written."""
+    import fcntl
+
+    log_dir = Path(log_dir)
     try:
         from torch.utils.tensorboard import SummaryWriter
 
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-        w = SummaryWriter(log_dir=str(log_dir), filename_suffix=suffix)
-        try:
-            for tag, v in values.items():
-                w.add_scalar(tag, v, int(step))
-        finally:
-            w.close()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir.parent / "tb.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            old = sorted(log_dir.glob(f"events.out.tfevents.*.{kind}"))
+            points: dict[tuple[str, int], float] = {}
+            for f in old:
+                try:
+                    points.update(_read_points(f))
+                except Exception as exc:  # noqa: BLE001 - a damaged file: its points are lost, not the new ones
+                    log.warning("TensorBoard: %s unreadable (%s)", f, exc)
+            points = {k: v for k, v in points.items()  # the new values replace this step's old ones
+                      if k[1] != step and (keep_steps is None or k[1] in keep_steps)}
+            points.update({(tag, int(step)): float(v) for tag, v in values.items()})
+            w = SummaryWriter(log_dir=str(log_dir), filename_suffix=f".{kind}")
+            try:
+                for (tag, st), v in sorted(points.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+                    w.add_scalar(tag, v, st)
+            finally:
+                w.close()
+            for f in old:  # the new file has another name (another pid, or this process's next uid)
+                f.unlink(missing_ok=True)
         return True
     except Exception as exc:  # noqa: BLE001 - TensorBoard is a courtesy: never fail a render or an eval
         log.warning("TensorBoard scalars not written to %s: %s", log_dir, exc)
         return False
 
 
-def log_checkpoint(rd, manifest: dict[str, Any], values: dict[str, float], suffix: str = "") -> bool:
-    """Write ``values`` at the checkpoint's ``timesteps`` into the run's TensorBoard folder
-    (``rd.tensorboard``), unless the checkpoint trained with ``[log] tensorboard = false``. Never raises."""
+def log_checkpoint(rd, manifest: dict[str, Any], values: dict[str, float], kind: str) -> bool:
+    """Put ``values`` at the checkpoint's ``timesteps`` into the run's TensorBoard folder
+    (``rd.tensorboard``; :func:`write_scalars`, keeping the kind's points of the run's current
+    checkpoints), unless the checkpoint trained with ``[log] tensorboard = false``. Never raises."""
+    from go2train.run.files import read_json
+    from go2train.run.layout import chunk_name
+
     stored = (manifest.get("config") or {}).get("log") or {}
     step = manifest.get("timesteps")
     if stored.get("tensorboard", True) is False or not isinstance(step, int) or not values:
         return False
-    return write_scalars(rd.tensorboard, values, step, suffix)
+    keep = set()
+    for m in rd.checkpoints():
+        t = read_json(rd.models / f"{chunk_name(m)}.json")
+        if isinstance(t, dict) and isinstance(t.get("timesteps"), int):
+            keep.add(t["timesteps"])
+    return write_scalars(rd.tensorboard, values, step, kind, keep_steps=keep)
 
 
 # ---------------------------------------------------------------- W&B (optional)
