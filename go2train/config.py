@@ -541,6 +541,21 @@ class SupervisorConfig(_Section):
     poll_s: float = Field(0.5, gt=0, le=10)
 
 
+class LogConfig(_Section):
+    """What a run logs beside its run-directory files (go2train/train/tblog.py)."""
+
+    tensorboard: bool = True  # RUN_DIR/logs/tb/: one TensorBoard run per run directory
+    wandb: bool = False  # also W&B (needs the wandb package), syncing the TensorBoard files
+    wandb_project: str = Field("go2train", min_length=1)
+
+
+def wandb_installed() -> bool:
+    """Whether the ``wandb`` package can be imported (looked up, not imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec("wandb") is not None
+
+
 class Config(_Section):
     _profile: ProfileChoice | None = PrivateAttr(default=None)
     _overrides: tuple[str, ...] = PrivateAttr(default=())
@@ -553,6 +568,7 @@ class Config(_Section):
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
 
     @model_validator(mode="after")
     def _gait_terms_need_a_clock(self) -> "Config":
@@ -607,7 +623,7 @@ def from_dict(data: dict[str, Any], source: str = "<config>", *, stored: bool = 
         if isinstance(sec, dict) and key in sec:
             raise ConfigError(f"{source}: {line}")
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err.get("loc", ()))
@@ -620,6 +636,11 @@ def from_dict(data: dict[str, Any], source: str = "<config>", *, stored: bool = 
         if not [x for x in loc if not isinstance(x, int)]:  # a check across sections names its keys
             raise ConfigError(f"{source}: {msg.removeprefix('Value error, ')}") from None
         raise ConfigError(f"{source}: {_loc(loc)}: {msg}") from None
+    if cfg.log.wandb and not cfg.log.tensorboard:
+        raise ConfigError(f"{source}: [log] wandb = true needs tensorboard = true (W&B syncs the TensorBoard files)")
+    if cfg.log.wandb and not stored and not wandb_installed():  # a stored config only replays a chunk
+        raise ConfigError(f"{source}: [log] wandb = true needs the wandb package (pip install wandb)")
+    return cfg
 
 
 def _read(path: str | Path | None, run_dir: str | Path | None) -> tuple[dict[str, Any], str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from go2train.config import Config, ConfigError, load
+from go2train.config import Config, ConfigError, load, wandb_installed
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -24,6 +24,15 @@ def test_defaults_match_the_issue():
     t = c.termination
     assert (t.min_height, t.grace_steps, t.grace_min_height) == (0.12, 20, 0.08)
     assert (c.chunk.episodes, c.chunk.max_episodes) == (50, 0)
+
+
+def test_log_section_defaults_tensorboard_on_wandb_off():
+    c = Config()
+    assert (c.log.tensorboard, c.log.wandb, c.log.wandb_project) == (True, False, "go2train")
+    # a checkpoint's stored config may say wandb = true: eval and video replay it without wandb
+    from go2train.config import from_dict
+
+    assert from_dict({"log": {"wandb": True}}, "manifest", stored=True).log.wandb is True
 
 
 def test_run_dir_file_is_used_and_config_flag_wins(tmp_path):
@@ -56,6 +65,11 @@ def test_run_dir_file_is_used_and_config_flag_wins(tmp_path):
         ("[env]\nresample_command_steps = 9\n", "[env] resample_command_steps was replaced by [command] resample_steps"),
         ("[command]\nvx_range = [1.0, -1.0]\n", "vx_range must be [low, high]"),
         ("[command]\nstanding_share = 1.5\n", "[command] standing_share"),
+        # issue 15: [log]
+        ("[log]\ntensorboard = 'yes'\n", "[log] tensorboard"),
+        ("[log]\nwandb = true\ntensorboard = false\n", "[log] wandb = true needs tensorboard = true"),
+        pytest.param("[log]\nwandb = true\n", "[log] wandb = true needs the wandb package (pip install wandb)",
+                     marks=pytest.mark.skipif(wandb_installed(), reason="wandb is installed here")),
     ],
 )
 def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, text, needle):

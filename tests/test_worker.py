@@ -1,5 +1,8 @@
 """The chunk worker as real processes: resume, damaged checkpoints, crash mid-save, SIGTERM.
 
+TensorBoard (issue 15) is read back along the same scenario: one TB run in ``logs/tb/``, every
+tag's steps strictly increasing after the crash mid-save and the resumes, the discarded lineage hidden.
+
 One run directory is carried through the scenario (each step is a real `go2train train-chunk`
 process building a real Genesis scene), so the suite pays the process start-up only 5 times.
 """
@@ -34,7 +37,12 @@ heartbeat_s = 0.5
 n_steps = 8
 batch_size = 16
 net_arch = [32, 32]
+[video]
+width = 64
+height = 48
+steps = 3
 """
+ROLLOUT = 8 * 4  # n_steps * n_envs: TensorBoard's steps are num_timesteps at rollout ends
 
 
 def run_worker(run_dir: Path, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -127,7 +135,62 @@ def test_03_second_chunk_resumes_exactly(run):
     assert len(lines) - 2 == m4["episodes_total"]
     ts = [float(ln.split(",")[2]) for ln in lines[2:]]
     assert ts == sorted(ts)
-    assert [p.name for p in run.tensorboard.iterdir()] == ["go2train_0"]
+    # one TensorBoard run: every worker's event file directly in logs/tb/ (no sub-runs)
+    assert sorted(p.name.startswith("events.out.tfevents.") and p.is_file() for p in run.tensorboard.iterdir()) == [True] * 3
+
+
+def tb_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value)]} as TensorBoard shows ``path`` (a folder: all its event files merged)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(path), size_guidance={"scalars": 0})
+    ea.Reload()
+    return {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+
+
+def assert_no_duplicate_steps(scalars: dict) -> None:
+    for tag, points in scalars.items():
+        steps = [s for s, _ in points]
+        assert steps == sorted(set(steps)), (tag, steps)
+
+
+def test_03b_tensorboard_one_run_without_the_crashed_workers_steps(run):
+    from go2train.sim.rewards import TERMS
+
+    m2, m4 = checkpoint.verify(run, "chunk_000002"), checkpoint.verify(run, "chunk_000004")
+    t2, t4 = m2["timesteps"], m4["timesteps"]
+    tb = tb_scalars(run.tensorboard)
+    want = {"go2/forward_speed", "go2/speed_along_command", "go2/fall_rate", "go2/episode_reward",
+            "go2/tracking_error_lin", "go2/tracking_error_yaw", "train/learning_rate", "time/fps",
+            "chunk/reward_mean", "chunk/fall_rate", "chunk/speed_along_command_mean", "chunk/steps_per_s"}
+    want |= {f"go2/reward/{t}" for t in TERMS} | {f"chunk/reward/{t}" for t in ("height", "tracking_lin_vel")}
+    assert want <= set(tb), sorted(want - set(tb))
+    assert_no_duplicate_steps(tb)
+    fps = [s for s, _ in tb["time/fps"]]
+    assert fps == list(range(ROLLOUT, t4 + 1, ROLLOUT))  # every rollout once, across 3 workers
+    assert all(0.0 <= v <= 1.0 for _, v in tb["go2/fall_rate"]) and all(v > 0 for _, v in tb["time/fps"])
+    assert all(v > 0 for _, v in tb["train/learning_rate"])
+    assert [s for s, _ in tb["chunk/reward_mean"]] == [t2, t4]
+    assert tb["chunk/reward_mean"][0][1] == pytest.approx(read_json(run.chunk_metrics(2))["reward_mean"], rel=1e-5)
+    # The worker that crashed mid-save (test_02) had logged chunk 4's rollouts past t2: its file holds
+    # them, the merged view shows each step once (purge_step = t2 + 1 in the next worker's file).
+    files = sorted(run.tensorboard.iterdir())
+    crashed = [s for s, _ in tb_scalars(files[1])["time/fps"]]
+    assert crashed and min(crashed) > t2 and set(crashed) <= set(fps)
+
+
+def test_03c_milestone_render_writes_eval_scalars(run):
+    p = subprocess.run(
+        [sys.executable, "-m", "go2train", "video", "--chunk", "4", "--run-dir", str(run.root),
+         "--progress-file", str(run.logs / "render.json")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    t4 = checkpoint.verify(run, "chunk_000004")["timesteps"]
+    tb = tb_scalars(run.tensorboard)
+    video = read_json(run.video(4).with_suffix(".json"))
+    assert tb["eval/video/forward_speed"] == [(t4, pytest.approx(video["mean_forward_speed_mps"], abs=1e-4))]
+    for tag in ("speed_along_command", "falls", "falls_per_min", "distance_m", "min_base_height_m"):
+        assert [s for s, _ in tb[f"eval/video/{tag}"]] == [t4], tag
+    assert_no_duplicate_steps(tb)
 
 
 def test_04_truncated_newest_is_moved_aside_and_previous_used(run, tmp_path):
@@ -189,6 +252,20 @@ def test_06_a_complete_run_trains_nothing_and_announces_no_chunk(run, tmp_path):
     assert hb["phase"] == "exiting" and hb["chunk"] is None  # no 0 flag: None, nothing to train
     assert run.chunk_records() == records  # nothing trained, no record
     assert "run complete: chunk 2 reached max_episodes 2" in run.worker_log.read_text()
+
+
+def test_07_tensorboard_after_the_resumes(run):
+    """chunk_000004 was damaged (test_04): the worker redid chunk 4 from chunk_000002, so its lineage
+    (its rollouts, chunk/* and eval/* at its timesteps) is hidden; SIGTERM's resume points continued."""
+    t2 = checkpoint.verify(run, "chunk_000002")["timesteps"]
+    tr = checkpoint.verify(run, "resume")["timesteps"]
+    tb = tb_scalars(run.tensorboard)
+    assert_no_duplicate_steps(tb)
+    assert [s for s, _ in tb["chunk/reward_mean"]] == [t2]
+    assert not [t for t, points in tb.items() if t.startswith("eval/") and points]
+    assert [s for s, _ in tb["time/fps"]] == list(range(ROLLOUT, tr + 1, ROLLOUT))
+    raw = [s for f in run.tensorboard.iterdir() for s, _ in tb_scalars(f).get("time/fps", [])]
+    assert len(raw) > len(tb["time/fps"])  # the hidden lineage is still in its files
 
 
 def wait_training(run: RunDir, pid: int, timeout: float = 240) -> dict:

@@ -12,7 +12,8 @@ baseline runs the same grid in the same scene; a **lazy optimum** (:func:`is_laz
 flagged when the policy earns at least the baseline's reward on the reference command while
 moving forward slower than half of it (per command: :func:`is_lazy_command`).
 
-Every figure is defined in docs/EVAL.md. Genesis initialises once per process and scenes are
+Every figure is defined in docs/EVAL.md; ``go2train eval`` also writes them into the run's
+TensorBoard (``eval/*`` at the checkpoint's timesteps, go2train/train/tblog.py). Genesis initialises once per process and scenes are
 expensive, so scenes are cached per process (:data:`_SCENES`): evaluating several chunks (``--compare``)
 rebuilds a scene only when the stored ``[env]`` section differs; the baseline is computed once per
 distinct (config, K).
@@ -735,6 +736,18 @@ def _stdout_to_stderr():
             os.close(saved)
 
 
+def _log_tensorboard(run_dir: str | Path, manifests: list[dict[str, Any]], results: list[dict[str, Any]],
+                     push: bool) -> None:
+    """Each result's figures into the run's TensorBoard (``eval/*``, ``eval_push/*`` with ``--push``) at
+    its checkpoint's timesteps (go2train/train/tblog.py); never fails the eval."""
+    from go2train.train import tblog
+
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir.at(run_dir)
+    kind = "eval_push" if push else "eval"
+    for m, r in zip(manifests, results):
+        tblog.log_checkpoint(rd, m, tblog.eval_scalars(r, kind), kind)
+
+
 def main(run_dir: str | Path, manifests: list[dict[str, Any]], episodes: int, json_out: bool, push: bool = False) -> int:
     """Evaluate resolved ``manifests`` in this process and print a table (or JSON). Exit code."""
     from go2train.run import exitcodes
@@ -745,6 +758,7 @@ def main(run_dir: str | Path, manifests: list[dict[str, Any]], episodes: int, js
     try:
         with _stdout_to_stderr():
             results = [evaluate(run_dir, m["chunk"], episodes, manifest=m, push=push) for m in manifests]
+            _log_tensorboard(run_dir, manifests, results, push)
     except EvalError as exc:
         print(f"go2train: {exc}", file=sys.stderr)
         return exitcodes.CONFIG_ERROR

@@ -8,7 +8,8 @@ The supervisor renders milestone videos beside the training worker and sets
      "frames_total": 400, "started": 1700000000.0, "time": 1700000030.0}
 
 It is written atomically at the start, at most every ``WRITE_EVERY_S`` while frames are rendered,
-and at the end. The rendering itself is :func:`go2train.tools.video.render_chunk`, unchanged. SIGTERM
+and at the end. The video's figures go to the run's TensorBoard as ``eval/video/*`` at the
+checkpoint's timesteps (:func:`go2train.train.tblog.video_scalars`). The rendering itself is :func:`go2train.tools.video.render_chunk`, unchanged. SIGTERM
 ends the render through Python's exception path, so the video's hidden temp file is removed
 (``go2train.tools.video.mp4_writer``); a SIGKILLed render leaves it to the supervisor, which removes it.
 """
@@ -75,6 +76,9 @@ def main(run_dir: Path, current: Config, chunk: str, steps: int | None, out: Pat
     prog = ProgressFile(progress_file, int(manifest["chunk"]), int(steps or current.video.steps))
     meta, _ = video.render_chunk(rd, manifest, current, steps=steps, out=target, progress=prog)
     prog.done()
+    from go2train.train import tblog
+
+    tblog.log_checkpoint(rd, manifest, tblog.video_scalars(meta), "render")
     print(f"{target}: {meta['frames']} frames {meta['width']}x{meta['height']} @ {meta['fps']} fps, "
           f"distance {meta['distance_m'] + 0.0:+.2f} m, {meta['mean_forward_speed_mps'] + 0.0:+.2f} m/s, "
           f"falls {meta['falls']}, {meta['render_seconds']:.1f} s", flush=True)

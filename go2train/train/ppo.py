@@ -87,6 +87,7 @@ class ChunkedPPO(PPO):
 
     # -- stopping
     def _setup_learn(self, *args, **kwargs):
+        # The worker sets its own logger first (go2train.train.tblog: TensorBoard with a purge step).
         if self.tensorboard_log is None and not self._custom_logger:
             # SB3 would otherwise configure a logger whose folder is a new /tmp/SB3-<date> per learn()
             from stable_baselines3.common.logger import Logger
@@ -157,7 +158,7 @@ def normalize(p: PPOConfig, venv):
                         gamma=p.gamma)
 
 
-def make_ppo(p: PPOConfig, venv, tensorboard_log: str | None = None, seed: int | None = None) -> ChunkedPPO:
+def make_ppo(p: PPOConfig, venv, seed: int | None = None) -> ChunkedPPO:
     """A fresh ChunkedPPO from the ``[ppo]`` section."""
     policy_kwargs = dict(
         net_arch=dict(pi=list(p.net_arch), vf=list(p.net_arch)),
@@ -169,7 +170,6 @@ def make_ppo(p: PPOConfig, venv, tensorboard_log: str | None = None, seed: int |
         "MlpPolicy",
         venv,
         policy_kwargs=policy_kwargs,
-        tensorboard_log=tensorboard_log,
         seed=seed,
         device=resolve_device(p),
         verbose=0,
@@ -200,8 +200,7 @@ class ObservationMismatch(ValueError):
         self.policy, self.expected = policy, expected
 
 
-def load_policy(rd, manifest: dict, cfg, venv=None, *, training: bool = False, n_obs: int | None = None,
-                tensorboard_log: str | None = None):
+def load_policy(rd, manifest: dict, cfg, venv=None, *, training: bool = False, n_obs: int | None = None):
     """(ChunkedPPO, VecNormalize) of a verified checkpoint: the one loader of model + statistics.
 
     ``cfg``'s ``[ppo]`` normalisation is re-applied to the statistics (``norm_obs``, ``clip_obs``,
@@ -241,7 +240,7 @@ def load_policy(rd, manifest: dict, cfg, venv=None, *, training: bool = False, n
     vn.norm_obs, vn.clip_obs, vn.gamma = p.normalize_obs, p.clip_obs, p.gamma
     model_path = str(checkpoint.model_path(rd, manifest, "model"))
     if training:
-        model = ChunkedPPO.load(model_path, env=vn, device=resolve_device(p), tensorboard_log=tensorboard_log,
+        model = ChunkedPPO.load(model_path, env=vn, device=resolve_device(p), tensorboard_log=None,
                                 **ppo_kwargs(p, venv.num_envs))
         apply_schedule(model, p)
     else:

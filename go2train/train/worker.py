@@ -16,6 +16,11 @@
 
 SIGTERM/SIGINT: stop at the next rollout boundary, write a resume point, exit ``STOPPED``.
 
+TensorBoard (``[log]``, :mod:`go2train.train.tblog`): every worker writes its own event file into
+``logs/tb/`` (one TB run per run directory), created with ``purge_step`` = the timesteps it resumed
+at + 1; per rollout ``go2/*`` (from the episodes that finished in it) beside SB3's ``train/*`` and
+``time/fps``, per chunk ``chunk/*`` when the chunk record is written.
+
 Failpoints (:mod:`go2train.train.failpoints`; testing only; off unless set): ``GO2TRAIN_FAILPOINTS``
 (comma-separated) or a file ``RUN_DIR/failpoints`` (one per line). Syntax ``KIND@CHUNK:STEPS`` with KIND one of ``segv``
 (a real invalid memory access after STEPS batched env steps), ``hang`` (stop making progress),
@@ -206,6 +211,9 @@ class Worker:
         self.last_resume_save = time.time()
         self.failpoints: Failpoints | None = None
         self._monitor = None
+        self.rollout_stats = ChunkStats()  # the episodes finished in the rollout in progress (TensorBoard)
+        self._tb = None  # the TensorBoard writer (go2train.train.tblog), None when [log] tensorboard = false
+        self._wandb = None
         self.gpu = GpuMemProbe()
         prof = profile_of(cfg)
         self.profile = prof.profile if prof else None  # the run's backend profile (config.py)
@@ -333,11 +341,22 @@ class Worker:
             ep = infos[i]["episode"]
             self.episodes += 1
             self.stats.add(ep)
+            self.rollout_stats.add(ep)
             if self._monitor is not None:
                 self._monitor.write_row({"r": ep["r"], "l": ep["l"], "t": ep["t"], "dist": round(ep["dist"], 4),
                                          "fell": int(ep["fell"])})
         self.failpoints.on_step(self.steps_in_process)
         return True
+
+    def on_rollout_end(self) -> None:
+        """After each rollout: record ``go2/*`` of the episodes that finished in it into SB3's logger,
+        which writes them with its own ``train/*`` and ``time/fps`` at step ``num_timesteps``."""
+        from go2train.train.tblog import rollout_scalars
+
+        r = self.rollout_stats
+        for tag, v in rollout_scalars(r.summary(), r.n, self.episodes, self.n_envs).items():
+            self.model.logger.record(tag, v)
+        self.rollout_stats = ChunkStats()
 
     def on_safe_point(self) -> None:
         """Between rollouts: stop when the chunk is done or a stop was asked; roll the resume point."""
@@ -411,8 +430,7 @@ class Worker:
     def _load(self, manifest: dict[str, Any], venv):
         from go2train.train.ppo import load_policy
 
-        return load_policy(self.rd, manifest, self.cfg, venv, training=True,
-                           tensorboard_log=str(self.rd.tensorboard))[0]
+        return load_policy(self.rd, manifest, self.cfg, venv, training=True)[0]  # the logger: _start_logging
 
     def _resume(self, venv):
         """Load the newest valid chunk (damaged ones moved aside), then a newer resume point of the
@@ -447,7 +465,7 @@ class Worker:
         cfg, rd, src = self.cfg, self.rd, self.src
         if src is None:
             log.info("no checkpoint: fresh start")
-            model = make_ppo(cfg.ppo, normalize(cfg.ppo, venv), tensorboard_log=str(rd.tensorboard), seed=cfg.ppo.seed)
+            model = make_ppo(cfg.ppo, normalize(cfg.ppo, venv), seed=cfg.ppo.seed)
         else:
             self.episodes = int(src["episodes_total"])
             self.t_start = float(src.get("run", {}).get("t_start", self.t_start))
@@ -478,10 +496,32 @@ class Worker:
         self.model = model
         model.on_safe_point = self.on_safe_point
         self.timesteps = int(model.num_timesteps)
+        self._start_logging(model)
         self.startup_s = time.time() - self.t0
         log.info("chunk %s: target %d episodes (%d robots), start-up %.1f s (%s)",
                  chunk_name(self.chunk), self.target_episodes, self.n_envs, self.startup_s,
                  ", ".join(f"{k} {v:.1f} s" for k, v in self.startup_phases_now().items()))
+
+    def _start_logging(self, model) -> None:
+        """Give SB3 this run's logger (go2train/train/tblog.py): TensorBoard into ``logs/tb/`` with
+        ``purge_step = timesteps + 1``, so what a crashed predecessor logged past the point this
+        worker resumed from is hidden; W&B first when ``[log] wandb``. Nothing (a silent logger)
+        with ``[log] tensorboard = false``. A TensorBoard that cannot be opened never stops training."""
+        from go2train.train import tblog
+
+        lc = self.cfg.log
+        if lc.wandb:  # [log] wandb = true without the package is a config error (go2train.config)
+            try:
+                self._wandb = tblog.start_wandb(self.rd.logs, lc.wandb_project, self.cfg.to_dict())
+            except Exception as exc:  # noqa: BLE001 - e.g. offline: train anyway, TensorBoard has it all
+                log.warning("W&B not started: %s", exc)
+        try:
+            logger, self._tb = tblog.make_logger(self.rd.tensorboard if lc.tensorboard else None,
+                                                 purge_step=self.timesteps + 1)
+        except Exception as exc:  # noqa: BLE001 - e.g. a full disk
+            log.warning("TensorBoard not written: %s", exc)
+            logger, self._tb = tblog.make_logger(None)
+        model.set_logger(logger)
 
     def _train(self) -> float:
         """``learn()`` until a safe point ends it (chunk done or stop requested); its seconds."""
@@ -492,6 +532,9 @@ class Worker:
         class _Cb(BaseCallback):
             def _on_step(self) -> bool:
                 return worker.on_step(self.locals)
+
+            def _on_rollout_end(self) -> None:
+                worker.on_rollout_end()
 
         self.train_t0 = time.time()
         self.last_resume_save = time.time()
@@ -509,6 +552,13 @@ class Worker:
         save_s = time.time() - t_save
         metrics = self._chunk_record(manifest, venv, train_s, save_s)
         atomic_write_json(self.rd.chunk_metrics(self.chunk), metrics)
+        if self._tb is not None:  # chunk/* beside the rollouts' scalars, at the chunk's last step
+            from go2train.train.tblog import chunk_scalars
+
+            try:
+                self._tb.scalars(chunk_scalars(metrics), metrics["timesteps_total"])
+            except Exception as exc:  # noqa: BLE001
+                log.warning("TensorBoard: chunk scalars not written: %s", exc)
         log.info("chunk %s done: %d episodes, reward %.2f, speed along command %s of %s m/s, "
                  "%.0f steps/s, save %.2f s", chunk_name(self.chunk), metrics["episodes"],
                  metrics["reward_mean"], _f3(metrics["speed_along_command_mean"]),
@@ -555,6 +605,13 @@ class Worker:
         self.set_phase("exiting")
         if self._monitor is not None:
             self._monitor.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            try:
+                self._wandb.finish()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("W&B not finished: %s", exc)
         release_genesis()
         return code
 
