@@ -4,7 +4,8 @@ TensorBoard (issue 15) is read back along the same scenario: one TB run in ``log
 tag's steps strictly increasing after the crash mid-save and the resumes, the discarded lineage hidden.
 
 One run directory is carried through the scenario (each step is a real `go2train train-chunk`
-process building a real Genesis scene), so the suite pays the process start-up only 5 times.
+process building a real Genesis scene), so the suite pays the process start-up only a few times.
+The steps run in order inside one module fixture; each test reports one step (order-independent).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def run(tmp_path_factory):
     return RunDir.at(d)
 
 
-def test_01_first_chunk(run):
+def step_01_first_chunk(run, tmp_path):
     p = run_worker(run.root, "--set", "ppo.n_epochs=3", "--set", "env.episode_steps=20")  # `--set` (issue 15)
     assert p.returncode == exitcodes.CHUNK_DONE, p.stderr[-2000:]
     m = checkpoint.verify(run, "chunk_000002")
@@ -100,7 +101,7 @@ def test_01_first_chunk(run):
     assert "faulthandler" not in p.stderr and run.worker_log.read_text().count("chunk_000002 done") == 1
 
 
-def test_02_crash_mid_save_keeps_previous_checkpoint(run):
+def step_02_crash_mid_save_keeps_previous_checkpoint(run, tmp_path):
     p = run_worker(run.root, env={"GO2TRAIN_FAILPOINTS": "save_crash@4:0"})
     assert p.returncode == -signal.SIGSEGV, p.stderr[-2000:]
     assert "Segmentation fault" in run.worker_log.read_text()  # faulthandler left a traceback
@@ -109,7 +110,7 @@ def test_02_crash_mid_save_keeps_previous_checkpoint(run):
     assert load_model(run, "chunk_000002").num_timesteps > 0
 
 
-def test_03_second_chunk_resumes_exactly(run):
+def step_03_second_chunk_resumes_exactly(run, tmp_path):
     before = load_model(run, "chunk_000002")
     p = run_worker(run.root)
     assert p.returncode == exitcodes.CHUNK_DONE, p.stderr[-2000:]
@@ -154,7 +155,7 @@ def assert_no_duplicate_steps(scalars: dict) -> None:
         assert steps == sorted(set(steps)), (tag, steps)
 
 
-def test_03b_tensorboard_one_run_without_the_crashed_workers_steps(run):
+def step_03b_tensorboard_one_run_without_the_crashed_workers_steps(run, tmp_path):
     from go2train.sim.rewards import TERMS
 
     m2, m4 = checkpoint.verify(run, "chunk_000002"), checkpoint.verify(run, "chunk_000004")
@@ -172,14 +173,14 @@ def test_03b_tensorboard_one_run_without_the_crashed_workers_steps(run):
     assert all(v > 0 for _, v in tb["train/learning_rate"])
     assert [s for s, _ in tb["chunk/reward_mean"]] == [t2, t4]
     assert tb["chunk/reward_mean"][0][1] == pytest.approx(read_json(run.chunk_metrics(2))["reward_mean"], rel=1e-5)
-    # The worker that crashed mid-save (test_02) had logged chunk 4's rollouts past t2: its file holds
+    # The worker that crashed mid-save (step 02) had logged chunk 4's rollouts past t2: its file holds
     # them, the merged view shows each step once (purge_step = t2 + 1 in the next worker's file).
     files = sorted(run.tensorboard.iterdir())
     crashed = [s for s, _ in tb_scalars(files[1])["time/fps"]]
     assert crashed and min(crashed) > t2 and set(crashed) <= set(fps)
 
 
-def test_03c_milestone_render_writes_eval_scalars(run):
+def step_03c_milestone_render_writes_eval_scalars(run, tmp_path):
     p = subprocess.run(
         [sys.executable, "-m", "go2train", "video", "--chunk", "4", "--run-dir", str(run.root),
          "--progress-file", str(run.logs / "render.json")], capture_output=True, text=True, timeout=300)
@@ -193,7 +194,7 @@ def test_03c_milestone_render_writes_eval_scalars(run):
     assert_no_duplicate_steps(tb)
 
 
-def test_04_truncated_newest_is_moved_aside_and_previous_used(run, tmp_path):
+def step_04_truncated_newest_is_moved_aside_and_previous_used(run, tmp_path):
     zip4 = run.models / "chunk_000004.zip"
     data = zip4.read_bytes()
     zip4.write_bytes(data[: len(data) // 2])
@@ -221,7 +222,7 @@ def test_04_truncated_newest_is_moved_aside_and_previous_used(run, tmp_path):
     assert r["timesteps"] > checkpoint.verify(run, "chunk_000002")["timesteps"]
 
 
-def test_05_sigterm_resume_point_is_used_by_next_chunk(run, tmp_path):
+def step_05_sigterm_resume_point_is_used_by_next_chunk(run, tmp_path):
     r = checkpoint.verify(run, "resume")
     long_cfg = tmp_path / "long.toml"
     long_cfg.write_text(TINY.replace("episodes = 2", "episodes = 1000"))
@@ -242,7 +243,7 @@ def test_05_sigterm_resume_point_is_used_by_next_chunk(run, tmp_path):
     assert checkpoint.verify(run, "resume")["timesteps"] > r["timesteps"]
 
 
-def test_06_a_complete_run_trains_nothing_and_announces_no_chunk(run, tmp_path):
+def step_06_a_complete_run_trains_nothing_and_announces_no_chunk(run, tmp_path):
     done_cfg = tmp_path / "done.toml"
     done_cfg.write_text(TINY.replace("episodes = 2", "episodes = 2\nmax_episodes = 2"))
     records = run.chunk_records()
@@ -254,8 +255,8 @@ def test_06_a_complete_run_trains_nothing_and_announces_no_chunk(run, tmp_path):
     assert "run complete: chunk 2 reached max_episodes 2" in run.worker_log.read_text()
 
 
-def test_07_tensorboard_after_the_resumes(run):
-    """chunk_000004 was damaged (test_04): the worker redid chunk 4 from chunk_000002, so its lineage
+def step_07_tensorboard_after_the_resumes(run, tmp_path):
+    """chunk_000004 was damaged (step 04): the worker redid chunk 4 from chunk_000002, so its lineage
     (its rollouts, chunk/* and eval/* at its timesteps) is hidden; SIGTERM's resume points continued."""
     t2 = checkpoint.verify(run, "chunk_000002")["timesteps"]
     tr = checkpoint.verify(run, "resume")["timesteps"]
@@ -299,3 +300,28 @@ def test_the_worker_alone_decides_its_chunk(tmp_path):
     assert (w.prev_milestone, w.chunk) == (2, 4) and w.heartbeat()["chunk"] == 4
     w._decide_chunk(4)  # the run is complete: nothing to train
     assert (w.prev_milestone, w.chunk) == (4, None) and w.heartbeat()["chunk"] is None
+
+
+# ---------------------------------------------------------------- the scenario, order-independent
+# The steps above are one scenario on one run directory, each building on the run the previous
+# ones left. The module fixture runs them all, in this order, once; each test reports one step's
+# outcome, so the tests pass or fail the same whatever order pytest runs them in.
+STEPS = [step_01_first_chunk, step_02_crash_mid_save_keeps_previous_checkpoint, step_03_second_chunk_resumes_exactly, step_03b_tensorboard_one_run_without_the_crashed_workers_steps, step_03c_milestone_render_writes_eval_scalars, step_04_truncated_newest_is_moved_aside_and_previous_used, step_05_sigterm_resume_point_is_used_by_next_chunk, step_06_a_complete_run_trains_nothing_and_announces_no_chunk, step_07_tensorboard_after_the_resumes]
+
+
+@pytest.fixture(scope="module")
+def scenario(run, tmp_path_factory) -> dict[str, BaseException | None]:
+    outcome: dict[str, BaseException | None] = {}
+    for step in STEPS:
+        try:
+            step(run, tmp_path_factory.mktemp(step.__name__))
+            outcome[step.__name__] = None
+        except Exception as exc:  # reported by the step's own test below
+            outcome[step.__name__] = exc
+    return outcome
+
+
+@pytest.mark.parametrize("step", [s.__name__ for s in STEPS], ids=[s.__name__[5:] for s in STEPS])
+def test_scenario_step(scenario, step):
+    if scenario[step] is not None:
+        raise scenario[step]
