@@ -1,0 +1,424 @@
+"""Running a sweep on Ray: one actor per trial, the budget, stop and resume.
+
+**The trial** (:func:`run_trial`, inside a Ray actor that declares ``num_cpus``/``num_gpus`` so Ray
+packs trials): it runs the ordinary supervisor in the foreground, ``python -m go2train daemon run
+--run-dir TRIAL`` (same chunked worker, same restart policy: a trial survives a worker segfault
+exactly like a daemon run), output appended to the trial's ``logs/daemon.log``. Every ``POLL_S`` it
+checks the budget like ``go2train walkbench``: the trial's chunk records reach ``--timesteps T``
+(:func:`go2train.tools.walkbench.timesteps_trained`), or its supervisor has run ``--minutes M`` in
+all (summed over sweep starts). Then SIGTERM to the supervisor, which stops its worker with a
+resume point (state STOPPED), and the trial is *done*: it is never started again. The supervisor
+is started through a one-line ``prctl(PR_SET_PDEATHSIG, SIGTERM)`` wrapper, so it also stops
+gracefully when its actor dies (the sweep killed with SIGKILL, Ray shut down).
+
+**The driver** (:func:`drive`, the ``go2train sweep`` process): holds ``DIR/sweep.pid`` (flock),
+starts Ray — embedded local (``include_dashboard=False``, a small object store) or ``--address`` —
+creates one actor per unfinished trial, starts each trial when Ray has placed its actor, prints a
+line per trial start and end. SIGTERM/SIGINT (or ``go2train sweep stop``, which signals it through
+the pidfile): every running trial is stopped with a resume point (its actor's ``stop()``: SIGTERM to
+its supervisor, wait), actors not yet placed are dropped, Ray is shut down, exit 0. Running the same
+command again resumes every trial that is not done.
+
+Ray is imported here only, inside :func:`import_ray` (the sweep commands).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from go2train.config import load
+from go2train.run.files import append_jsonl, atomic_write_json, read_json
+from go2train.run.identity import create_time, live_process, lock_holder
+from go2train.run.layout import RunDir
+from go2train.sweep import plan as plan_mod
+from go2train.sweep.plan import PlanError, SweepDir
+from go2train.tools.walkbench import timesteps_trained
+
+RAY_MISSING = "sweep needs ray: pip install 'go2train[sweep]'"
+POLL_S = 0.5
+BOOK_EVERY_S = 5.0
+OBJECT_STORE_BYTES = 80 * 2**20  # Ray's minimum is 75 MiB; trials pass no objects
+# Passed to Ray's workers (runtime_env): they must reach the trial supervisors on every node.
+ENV_PREFIXES = ("GO2TRAIN_", "PYTHONPATH", "QD_", "CUDA_VISIBLE_DEVICES")
+# Runs the supervisor with PR_SET_PDEATHSIG = SIGTERM (kept across exec): it stops gracefully when
+# the actor that started it dies. argv: parent pid, then the command.
+_PDEATH = ("import ctypes, os, signal, sys\n"
+           "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+           "if os.getppid() != int(sys.argv[1]): sys.exit(0)\n"
+           "os.execv(sys.argv[2], sys.argv[2:])\n")
+
+
+class SweepError(Exception):
+    """A sweep that cannot start or stop; ``str()`` is one line, ``code`` the exit code."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def import_ray():
+    """Ray, or :class:`SweepError` (exit 2) naming the extra that installs it."""
+    try:
+        import ray
+    except ImportError:
+        raise SweepError(RAY_MISSING, 2) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per trial: stop (done) at ``timesteps`` trained or ``minutes`` of supervisor wall time."""
+
+    minutes: float | None = None
+    timesteps: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"minutes": self.minutes, "timesteps": self.timesteps}
+
+    def describe(self) -> str:
+        parts = ([f"{self.timesteps:,} timesteps"] if self.timesteps else []) + \
+                ([f"{self.minutes:g} min"] if self.minutes else [])
+        return " or ".join(parts) if parts else "no budget (until each run completes)"
+
+
+# ---------------------------------------------------------------------- the sweep's lock
+class SweepLock:
+    """``DIR/sweep.pid``: ``{"pid", "start_time"}`` under an exclusive flock while the sweep runs
+    (read with :func:`go2train.run.identity.lock_holder`; a file whose lock is free is stale)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            held = lock_holder(self.path) or {}
+            raise SweepError(f"a sweep is already running in {self.path.parent} (pid {held.get('pid')})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps({"pid": os.getpid(), "start_time": create_time(os.getpid())}) + "\n").encode(), 0)
+        os.fsync(fd)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+# ---------------------------------------------------------------------- one trial (in a Ray actor)
+def _book(path: Path, book: dict[str, Any], **update: Any) -> dict[str, Any]:
+    book.update(update, updated=time.time())
+    atomic_write_json(path, book)
+    return book
+
+
+def _stop_supervisor(sup: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM (the worker writes its resume point), wait; SIGKILL the group after ``timeout``."""
+    try:
+        sup.send_signal(signal.SIGTERM)
+        return sup.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(sup.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        return sup.wait()
+
+
+def _stop_stray(rd: RunDir, timeout: float) -> None:
+    """A supervisor still holding the trial's lock (left by a sweep that was killed): stop it first."""
+    holder = lock_holder(rd.pidfile)
+    if not holder:
+        return
+    proc = live_process(holder.get("pid"), holder.get("start_time"))
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while lock_holder(rd.pidfile) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def run_trial(spec: dict[str, Any], stop: threading.Event, poll_s: float = POLL_S) -> dict[str, Any]:
+    """Run one trial's supervisor until its budget is spent, it completes, fails, or ``stop`` is
+    set; returns (and writes) its bookkeeping: ``state`` done | stopped | fatal | failed."""
+    rd = RunDir.at(spec["run_dir"])
+    path = Path(spec["book"])
+    book = read_json(path)
+    book = book if isinstance(book, dict) else {"name": spec["name"]}
+    if book.get("state") == "done" or stop.is_set():
+        return book if book.get("state") == "done" else _book(path, book, state="stopped")
+    minutes, steps = spec["budget"].get("minutes"), spec["budget"].get("timesteps")
+    elapsed0 = float(book.get("elapsed_s") or 0.0)
+    try:
+        stop_timeout = load(None, rd.root).supervisor.stop_timeout_s + 10.0
+    except Exception:  # the supervisor itself reports a bad config
+        stop_timeout = 70.0
+    rd.make()
+    _stop_stray(rd, stop_timeout)
+    reason = None
+    ts = timesteps_trained(rd)
+    if steps and ts >= steps:
+        reason = "timesteps"
+    elif minutes and elapsed0 >= minutes * 60:
+        reason = "minutes"
+    if reason:  # spent before this start (stopped right after the last chunk)
+        return _book(path, book, state="done", reason=reason, timesteps=ts)
+    cmd = [sys.executable, "-c", _PDEATH, str(os.getpid()),
+           sys.executable, "-m", "go2train", "daemon", "run", "--run-dir", str(rd.root)]
+    with open(rd.daemon_log, "ab") as log:
+        log.write(f"\n===== go2train sweep trial {spec['name']} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        log.flush()
+        sup = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                               cwd=str(rd.root), start_new_session=True, close_fds=True)
+    t0 = time.monotonic()
+    _book(path, book, state="running", reason=None, host=socket.gethostname(), actor_pid=os.getpid(),
+          supervisor_pid=sup.pid, started=time.time(), timesteps=ts, elapsed_s=elapsed0)
+    last_book = time.monotonic()
+    rc = None
+    while True:
+        rc = sup.poll()
+        if rc is not None:
+            break
+        ts = timesteps_trained(rd)
+        elapsed = elapsed0 + time.monotonic() - t0
+        if steps and ts >= steps:
+            reason = "timesteps"
+        elif minutes and elapsed >= minutes * 60:
+            reason = "minutes"
+        elif stop.is_set():
+            reason = "stop"
+        if reason:
+            rc = _stop_supervisor(sup, stop_timeout)
+            break
+        if time.monotonic() - last_book >= BOOK_EVERY_S:
+            _book(path, book, timesteps=ts, elapsed_s=round(elapsed, 1))
+            last_book = time.monotonic()
+        stop.wait(poll_s)
+    elapsed = round(elapsed0 + time.monotonic() - t0, 1)
+    st = read_json(rd.state) or {}
+    final = {"timesteps": timesteps_trained(rd), "elapsed_s": elapsed, "rc": rc, "supervisor_pid": None,
+             "trial_state": st.get("state")}
+    if reason in ("timesteps", "minutes"):
+        return _book(path, book, state="done", reason=reason, **final)
+    if reason == "stop":
+        return _book(path, book, state="stopped", reason="sweep stopped", **final)
+    if st.get("state") == "DONE":
+        return _book(path, book, state="done", reason="run_complete", **final)
+    if st.get("state") == "FATAL":
+        return _book(path, book, state="fatal", reason=st.get("fatal_reason"), **final)
+    if st.get("state") == "STOPPED" and rc == 0:
+        return _book(path, book, state="stopped", reason="its supervisor was stopped", **final)
+    tail = ""
+    try:
+        tail = [ln for ln in rd.daemon_log.read_text(errors="replace").splitlines() if ln.strip()][-1]
+    except (OSError, IndexError):
+        pass
+    return _book(path, book, state="failed", reason=f"supervisor exited {rc}: {tail}"[:300], **final)
+
+
+def _actor_class(ray):
+    @ray.remote(max_concurrency=2, max_restarts=0)
+    class TrialActor:
+        """One trial: ``run`` in one thread, ``stop`` from another."""
+
+        def __init__(self) -> None:
+            self._stop = threading.Event()
+
+        def ready(self) -> dict[str, Any]:
+            return {"host": socket.gethostname(), "pid": os.getpid()}
+
+        def run(self, spec: dict[str, Any]) -> dict[str, Any]:
+            return run_trial(spec, self._stop)
+
+        def stop(self) -> None:
+            self._stop.set()
+
+    return TrialActor
+
+
+# ---------------------------------------------------------------------- the driver
+def _env_vars() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+
+
+def _init_ray(ray, address: str | None) -> float:
+    t0 = time.monotonic()
+    common = dict(logging_level=logging.WARNING, log_to_driver=False,
+                  runtime_env={"env_vars": _env_vars()})
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(address="local", include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
+    return time.monotonic() - t0
+
+
+def _line(sd: SweepDir, text: str, out: Callable[[str], None]) -> None:
+    out(text)
+    append_jsonl(sd.log, {"time": time.time(), "message": text})
+
+
+REASONS = {"timesteps": "timestep budget reached", "minutes": "time budget reached",
+           "run_complete": "run complete ([chunk] max_episodes)"}
+
+
+def _result_text(res: dict[str, Any]) -> str:
+    reason = res.get("reason") or "-"
+    return (f"{res.get('state')}, {REASONS.get(reason, reason)}: {res.get('timesteps') or 0:,} timesteps, "
+            f"{res.get('elapsed_s') or 0:.1f} s trained")
+
+
+def drive(sd: SweepDir, trials: list[plan_mod.Trial], budget: Budget, address: str | None,
+          cpus: float, gpus: float, out: Callable[[str], None] = print) -> int:
+    """Run every unfinished trial on Ray (see the module docstring). Exit 0 when every trial is done
+    or the sweep was stopped; 1 when a trial failed."""
+    ray = import_ray()
+    lock = SweepLock(sd.pidfile)
+    lock.acquire()
+    try:
+        return _drive(ray, sd, trials, budget, address, cpus, gpus, out)
+    finally:
+        lock.release()
+
+
+def _drive(ray, sd, trials, budget, address, cpus, gpus, out) -> int:
+    books = {t.name: read_json(sd.book(t.name)) or {} for t in trials}
+    todo = [t for t in trials if books[t.name].get("state") != "done"]
+    if not todo:
+        _line(sd, f"sweep: all {len(trials)} trials are done ({sd.root})", out)
+        return 0
+    stopping = threading.Event()
+
+    def _on_signal(signum, _frame):
+        stopping.set()
+
+    ray_s = _init_ray(ray, address)
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    where = address or "local Ray"
+    res_text = f"{cpus:g} CPU" + (f", {gpus:g} GPU" if gpus else "") + " per trial"
+    _line(sd, f"sweep: {len(todo)} of {len(trials)} trials to run on {where} ({res_text}; budget "
+              f"{budget.describe()}); Ray started in {ray_s:.1f} s", out)
+    Actor = _actor_class(ray)
+    actors, ready_refs, run_refs, results = {}, {}, {}, {}
+    try:
+        for t in todo:
+            a = Actor.options(num_cpus=cpus, num_gpus=gpus).remote()
+            actors[t.name] = a
+            ready_refs[a.ready.remote()] = t.name
+        while (ready_refs or run_refs) and not stopping.is_set():
+            done, _ = ray.wait(list(ready_refs) + list(run_refs), num_returns=1, timeout=POLL_S)
+            for ref in done:
+                if ref in ready_refs:
+                    name = ready_refs.pop(ref)
+                    where_ = ray.get(ref)
+                    spec = {"name": name, "run_dir": str(sd.trial(name)), "book": str(sd.book(name)),
+                            "budget": budget.to_json()}
+                    run_refs[actors[name].run.remote(spec)] = name
+                    _line(sd, f"trial {name}: started on {where_['host']}", out)
+                else:
+                    name = run_refs.pop(ref)
+                    results[name] = _collect(ray, ref, sd, name)
+                    ray.kill(actors.pop(name))  # its resources go to the next trial
+                    _line(sd, f"trial {name}: {_result_text(results[name])}", out)
+        if stopping.is_set():
+            _line(sd, f"sweep: stopping {len(run_refs)} running trial(s) with a resume point", out)
+            for name in ready_refs.values():  # not placed yet: nothing runs
+                ray.kill(actors.pop(name))
+            for name in run_refs.values():
+                actors[name].stop.remote()
+            while run_refs:
+                done, _ = ray.wait(list(run_refs), num_returns=1, timeout=POLL_S)
+                for ref in done:
+                    name = run_refs.pop(ref)
+                    results[name] = _collect(ray, ref, sd, name)
+                    _line(sd, f"trial {name}: {_result_text(results[name])}", out)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        ray.shutdown()
+    states = [(read_json(sd.book(t.name)) or {}).get("state") for t in trials]
+    n_done = states.count("done")
+    bad = [t.name for t, s in zip(trials, states) if s in ("failed", "fatal")]
+    if stopping.is_set():
+        _line(sd, f"sweep stopped: {n_done} of {len(trials)} trials done; run the same command to resume", out)
+    else:
+        _line(sd, f"sweep: {n_done} of {len(trials)} trials done" + (f"; failed: {', '.join(bad)}" if bad else ""), out)
+    return 1 if bad else 0
+
+
+def _collect(ray, ref, sd: SweepDir, name: str) -> dict[str, Any]:
+    try:
+        return ray.get(ref)
+    except Exception as exc:  # the actor died (OOM kill, node lost)
+        book = read_json(sd.book(name)) or {"name": name}
+        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return _book(sd.book(name), book, state="failed", reason=f"actor died: {msg}")
+
+
+# ---------------------------------------------------------------------- the command
+def start(sweep_dir: Path, seeds: int, sets: list[str], minutes: float | None, timesteps: int | None,
+          address: str | None, cpus: float | None, gpus: float | None, config: Path | None,
+          out: Callable[[str], None] = print) -> int:
+    """`go2train sweep`: plan and validate (:class:`PlanError`, nothing written), check Ray, write
+    the sweep directory, then :func:`drive`."""
+    specs = [plan_mod.parse_set(s) for s in sets]
+    base, source = plan_mod.read_base(config)
+    trials = plan_mod.make_trials(base, specs, seeds)
+    grid = plan_mod.grid_of(specs, seeds)
+    sd = SweepDir.at(sweep_dir)
+    old = plan_mod.check_against(sd, grid)
+    holder = lock_holder(sd.pidfile)
+    if holder is not None:
+        raise SweepError(f"a sweep is already running in {sd.root} (pid {holder.get('pid')})")
+    import_ray()  # a missing ray: one line, nothing written
+    if gpus is None:
+        from go2train.config import profile_of, resolve
+
+        prof = profile_of(resolve(base, source))
+        gpus = 1.0 if prof is not None and prof.backend == "gpu" else 0.0
+    if cpus is None:
+        cpus = 1.0
+    budget = Budget(minutes, timesteps)
+    meta = {"base_config": source, "budget": budget.to_json(), "address": address,
+            "resources": {"cpus_per_trial": cpus, "gpus_per_trial": gpus}}
+    plan_mod.write(sd, trials, grid, meta, old)
+    return drive(sd, trials, budget, address, cpus, gpus, out)
+
+
+def stop(sweep_dir: Path, timeout: float) -> int:
+    """`go2train sweep stop`: SIGTERM the running sweep (its pidfile), wait until it let go."""
+    sd = SweepDir.at(sweep_dir)
+    holder = lock_holder(sd.pidfile)
+    if holder is None:
+        raise SweepError(f"no sweep is running in {sd.root}")
+    proc = live_process(holder.get("pid"), holder.get("start_time"))
+    if proc is None:
+        raise SweepError(f"pid {holder.get('pid')} in {sd.pidfile} is not the sweep; not stopping it")
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lock_holder(sd.pidfile) is None:
+            print(f"go2train sweep stopped: pid {proc.pid}, dir {sd.root}", flush=True)
+            return 0
+        time.sleep(0.1)
+    raise SweepError(f"sweep pid {proc.pid} did not stop within {timeout:g} s (its trials may still be stopping)")
+
+
+__all__ = ["Budget", "PlanError", "SweepError", "drive", "import_ray", "run_trial", "start", "stop"]
