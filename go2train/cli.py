@@ -205,10 +205,11 @@ def status(
 ) -> None:
     """Live dashboard of a run, read from its files (q or Ctrl-C quits)."""
     from go2train import tui
+    from go2train.sweep import plan as sweep_plan
     from go2train.sweep import status as sweep_status
 
     run_dir = check_run_dir(run_dir)
-    if sweep_status.snapshot(run_dir) is not None:  # a sweep directory: its trials' table
+    if sweep_plan.is_sweep(run_dir):  # a sweep directory: its trials' table
         raise typer.Exit(sweep_status.main(run_dir, as_json))
     if tui.has_run(run_dir):
         cfg = load_config(None, run_dir)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers import go2train, procs_mentioning, snapshot
 
@@ -263,6 +265,36 @@ def test_stop_leaves_resumable_trials_and_a_second_start_finishes_them(tmp_path)
     assert not procs_mentioning(tmp_path)
 
 
+@needs_ray
+def test_kill_9_of_the_sweep_still_stops_its_trial_with_a_resume_point(tmp_path):
+    proj, env = project(tmp_path, {"attempts": [], "default": {"do": "long"}})
+    sweep = tmp_path / "sw"
+    proc = subprocess.Popen([PY, "-m", "go2train", "sweep", "--dir", str(sweep), "--seeds", "1", "--minutes", "5"],
+                            env=env, cwd=proj, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    run = sweep / "trials" / "seed0"
+    try:
+        wait_for(lambda: (read_json(run / "logs" / "state.json") or {}).get("state") == "RUNNING", 60, "RUNNING")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        # the actor dies with the sweep; PR_SET_PDEATHSIG sends SIGTERM to the trial's supervisor
+        wait_for(lambda: (read_json(run / "logs" / "state.json") or {}).get("state") == "STOPPED", 30, "STOPPED")
+    finally:
+        proc.kill()
+        for p in psutil.process_iter():  # Ray's agents outlive a SIGKILLed driver (docs/SWEEP.md)
+            try:
+                if os.getsid(p.pid) == proc.pid:
+                    p.kill()
+            except (OSError, psutil.Error):
+                pass
+    exits = [e for e in read_jsonl(run / "logs" / "events.jsonl") if e["event"] == "exit"]
+    assert (exits[-1]["code"], exits[-1]["reason"]) == (4, "stopped")
+    res = cli("sweep", "status", "--dir", str(sweep), "--json")
+    (row,) = json.loads(res.stdout)["trials"]
+    assert (row["sweep_state"], row["state"]) == ("interrupted", "STOPPED")
+    wait_for(lambda: not procs_mentioning(tmp_path), 10, "no process left")
+
+
 # ---------------------------------------------------------------------- the comparison (unit)
 def test_time_to_walk_and_aggregation(tmp_path):
     rd = RunDir.at(tmp_path / "run")
@@ -292,3 +324,61 @@ def test_time_to_walk_and_aggregation(tmp_path):
     assert a["figures"]["reference_vx"]["spread"] == pytest.approx(0.1414, abs=1e-4)  # sample std
     assert (a["walks"], a["evaluated"], a["walk_at_train_time"]) == (1, 2, 1)
     assert b["figures"]["reference_vx"] == {"mean": 0.2, "spread": 0.0, "n": 1} and b["evaluated"] == 1
+
+
+# ---------------------------------------------------------------------- one real trial (Genesis)
+TINY = """[env]
+n_envs = 4
+episode_steps = 20
+backend = "cpu"
+
+[ppo]
+n_steps = 8
+batch_size = 32
+n_epochs = 1
+net_arch = [32, 32]
+
+[chunk]
+episodes = 1
+heartbeat_s = 1.0
+
+[video]
+every_episodes = 0
+
+[supervisor]
+startup_timeout_s = 400.0
+stop_timeout_s = 30.0
+poll_s = 0.5
+"""
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.genesis
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(os.environ.get("GO2TRAIN_SKIP_E2E") == "1", reason="GO2TRAIN_SKIP_E2E=1")
+def test_one_real_trial_trains_stops_at_its_budget_and_evaluates(tmp_path):
+    """The real worker under the sweep: one trial of a tiny config, stopped by its timestep budget
+    after its first chunk, then `eval --sweep` evaluates its checkpoint."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "go2train.toml").write_text(TINY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GO2TRAIN_")}
+    res = cli("sweep", "--seeds", "1", "--set", "ppo.learning_rate=5e-4", "--timesteps", "1",
+              env=env, cwd=proj, timeout=500)
+    assert res.returncode == 0, res.stdout + res.stderr
+    sweep = proj / "logs" / "sweep"
+    run = sweep / "trials" / "lr5e-4_seed0"
+    assert book(sweep, "lr5e-4_seed0")["state"] == "done"
+    assert RunDir.at(run).checkpoints()[0] == 1
+    manifest = read_json(run / "models" / "chunk_000001.json")
+    assert manifest["config"]["ppo"]["learning_rate"] == 5e-4 and manifest["config"]["ppo"]["seed"] == 0
+    res = cli("eval", "--sweep", str(sweep), "--json", "--episodes", "1", env=env, cwd=proj, timeout=400)
+    assert res.returncode == 0, res.stderr
+    ev = json.loads(res.stdout)
+    (row,) = ev["trials"]
+    assert row["chunk"] >= 1 and row["walks"] is False and row["misses"]
+    assert row["eval"]["survival_min"] is not None and row["time_to_walk"]["wall_s"] is None
+    (grp,) = ev["groups"]
+    assert grp["values"] == {"ppo.learning_rate": 5e-4} and grp["evaluated"] == 1
+    assert not procs_mentioning(tmp_path)

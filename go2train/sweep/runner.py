@@ -266,7 +266,10 @@ def _init_ray(ray, address: str | None) -> float:
     if address:
         ray.init(address=address, **common)
     else:
-        ray.init(address="local", include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
+        # kill_child_processes_on_worker_exit off: a dying actor must not SIGKILL its supervisor,
+        # which then gets SIGTERM from PR_SET_PDEATHSIG and stops its worker with a resume point.
+        ray.init(address="local", include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
+                 _system_config={"kill_child_processes_on_worker_exit": False}, **common)
     return time.monotonic() - t0
 
 

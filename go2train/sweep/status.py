@@ -30,8 +30,9 @@ def newest_record(rd: RunDir) -> dict[str, Any]:
     return rec if isinstance(rec, dict) else {}
 
 
-def trial_row(sd: SweepDir, trial: dict[str, Any]) -> dict[str, Any]:
-    """The status of one trial (keys: docs/SWEEP.md)."""
+def trial_row(sd: SweepDir, trial: dict[str, Any], sweep_running: bool = True) -> dict[str, Any]:
+    """The status of one trial (keys: docs/SWEEP.md). ``sweep_state`` "running" left by a sweep that
+    no longer runs (killed) reads "interrupted"."""
     name = trial["name"]
     rd = RunDir.at(sd.trial(name))
     st = read_json(rd.state)
@@ -48,7 +49,8 @@ def trial_row(sd: SweepDir, trial: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name, "values": trial.get("values", {}), "seed": trial.get("seed"),
         "run_dir": str(rd.root),
-        "sweep_state": book.get("state") or "pending",
+        "sweep_state": ("interrupted" if book.get("state") == "running" and not sweep_running
+                        else book.get("state") or "pending"),
         "reason": book.get("reason"),
         "state": st.get("state"),
         "running": lock_holder(rd.pidfile) is not None,
@@ -69,7 +71,7 @@ def snapshot(path: str | Path) -> dict[str, Any] | None:
     if doc is None:
         return None
     holder = lock_holder(sd.pidfile)
-    rows = [trial_row(sd, t) for t in doc["trials"] if isinstance(t, dict) and "name" in t]
+    rows = [trial_row(sd, t, holder is not None) for t in doc["trials"] if isinstance(t, dict) and "name" in t]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["sweep_state"]] = counts.get(r["sweep_state"], 0) + 1
