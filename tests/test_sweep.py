@@ -295,6 +295,52 @@ def test_kill_9_of_the_sweep_still_stops_its_trial_with_a_resume_point(tmp_path)
     wait_for(lambda: not procs_mentioning(tmp_path), 10, "no process left")
 
 
+@needs_ray
+def test_address_runs_trials_on_a_separate_cluster_and_passes_the_environment(tmp_path):
+    """`--address`: a Ray head started on its own with a bare environment (no GO2TRAIN_*, no
+    PYTHONPATH to this checkout): the trials still import this go2train and run the fake worker,
+    so the sweep's environment reached Ray's workers through runtime_env."""
+    import socket
+    import tempfile
+
+    proj, env = project(tmp_path, {"attempts": [], "default": {"do": "ok"}})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # Ray's socket paths must stay short
+    bare = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
+            "RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen([str(Path(PY).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+                             "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",
+                             "--disable-usage-stats", f"--temp-dir={temp}"],
+                            env=bare, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def listening():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+        wait_for(listening, 60, "the Ray head")
+        res = cli("sweep", "--seeds", "2", "--timesteps", "1000", "--address", f"127.0.0.1:{port}",
+                  env={**env, "RAY_AUTH_MODE": "disabled"}, cwd=proj)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert res.stdout.startswith(f"sweep: 2 of 2 trials to run on 127.0.0.1:{port}")
+        sweep = proj / "logs" / "sweep"
+        for name in ("seed0", "seed1"):
+            assert book(sweep, name)["state"] == "done"
+            assert (sweep / "trials" / name / "fake_log.jsonl").exists()
+        assert read_json(sweep / "sweep.json")["address"] == f"127.0.0.1:{port}"
+    finally:
+        for p in psutil.process_iter():  # the head and everything it started: its session
+            try:
+                if os.getsid(p.pid) == head.pid:
+                    p.kill()
+            except (OSError, psutil.Error):
+                pass
+        head.wait(timeout=10)
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------- the comparison (unit)
 def test_time_to_walk_and_aggregation(tmp_path):
     rd = RunDir.at(tmp_path / "run")

@@ -263,13 +263,18 @@ def _init_ray(ray, address: str | None) -> float:
     t0 = time.monotonic()
     common = dict(logging_level=logging.WARNING, log_to_driver=False,
                   runtime_env={"env_vars": _env_vars()})
-    if address:
-        ray.init(address=address, **common)
-    else:
-        # kill_child_processes_on_worker_exit off: a dying actor must not SIGKILL its supervisor,
-        # which then gets SIGTERM from PR_SET_PDEATHSIG and stops its worker with a resume point.
-        ray.init(address="local", include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
-                 _system_config={"kill_child_processes_on_worker_exit": False}, **common)
+    try:
+        if address:
+            ray.init(address=address, **common)
+        else:
+            # kill_child_processes_on_worker_exit off: a dying actor must not SIGKILL its supervisor,
+            # which then gets SIGTERM from PR_SET_PDEATHSIG and stops its worker with a resume point.
+            ray.init(address="local", include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
+                     _system_config={"kill_child_processes_on_worker_exit": False}, **common)
+    except Exception as exc:  # no cluster there, refused, unauthenticated, ...: one line
+        what = f"cannot connect to the Ray cluster at {address}" if address else "cannot start a local Ray"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SweepError(f"{what}: {first} (Ray's messages above say why)") from None
     return time.monotonic() - t0
 
 
