@@ -326,6 +326,11 @@ def _drive(ray, sd, trials, budget, address, cpus, gpus, out) -> int:
     Actor = _actor_class(ray)
     actors, ready_refs, run_refs, results = {}, {}, {}, {}
     try:
+        have = ray.cluster_resources()
+        if not address and (cpus > have.get("CPU", 0) or gpus > have.get("GPU", 0)):  # would wait forever
+            raise SweepError(f"a trial needs {cpus:g} CPU and {gpus:g} GPU but this machine's Ray has "
+                             f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU; set --cpus-per-trial / "
+                             "--gpus-per-trial", 2)
         for t in todo:
             a = Actor.options(num_cpus=cpus, num_gpus=gpus).remote()
             actors[t.name] = a
