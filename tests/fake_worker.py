@@ -64,10 +64,13 @@ def log(run: Path, **rec) -> None:
 
 
 def load_script(run: Path) -> dict:
-    """RUN_DIR/fake_script.json, else the file named by $GO2TRAIN_FAKE_SCRIPT (sweep trials)."""
+    """RUN_DIR/fake_script.json, else the file named by $GO2TRAIN_FAKE_SCRIPT (sweep trials); when
+    that names a folder: its RUN_DIR-name.json, else its default.json."""
     path = run / "fake_script.json"
     if not path.exists() and os.environ.get("GO2TRAIN_FAKE_SCRIPT"):
         path = Path(os.environ["GO2TRAIN_FAKE_SCRIPT"])
+        if path.is_dir():
+            path = path / f"{run.name}.json" if (path / f"{run.name}.json").exists() else path / "default.json"
     return json.loads(path.read_text())
 
 

@@ -225,8 +225,16 @@ def test_two_seed_sweep_survives_segfaults_runs_to_done_and_shows_status(tmp_pat
 
 @needs_ray
 def test_stop_leaves_resumable_trials_and_a_second_start_finishes_them(tmp_path):
-    # one trial at a time (each declares every CPU): seed0 finishes, seed1 is stopped mid-way
-    proj, env = project(tmp_path, {"attempts": [], "default": {"do": "ok", "train_s": 2.0}})  # ~10,000 steps
+    # one trial at a time (each declares every CPU): seed0 finishes (its first chunk spends the
+    # 1-timestep budget); seed1's first worker trains without end (fake "long") until the sweep is
+    # stopped; after the resume its second worker finishes the chunk
+    proj, env = project(tmp_path, {"attempts": [], "default": {"do": "ok"}})
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "default.json").write_text(json.dumps({"episodes": 50, "attempts": [], "default": {"do": "ok"}}))
+    (scripts / "seed1.json").write_text(json.dumps({"episodes": 50, "attempts": [{"do": "long"}],
+                                                    "default": {"do": "ok"}}))
+    env["GO2TRAIN_FAKE_SCRIPT"] = str(scripts)
     sweep = tmp_path / "sw"
     try:
         from ray._private.utils import get_num_cpus  # what a local Ray will offer
@@ -234,18 +242,18 @@ def test_stop_leaves_resumable_trials_and_a_second_start_finishes_them(tmp_path)
         cpus = str(get_num_cpus())
     except Exception:  # pragma: no cover
         cpus = str(os.cpu_count())
-    args = ["--dir", str(sweep), "--seeds", "2", "--timesteps", "15000", "--cpus-per-trial", cpus]
+    args = ["--dir", str(sweep), "--seeds", "2", "--timesteps", "1", "--cpus-per-trial", cpus]
     proc = subprocess.Popen([PY, "-m", "go2train", "sweep", *args], env=env, cwd=proj, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        wait_for(lambda: book(sweep, "seed0").get("state") == "done", 60, "seed0 done")
-        run1 = sweep / "trials" / "seed1"
-        def early_in_second_chunk():  # the current worker trains (its SIGTERM handler is set), far from its end
-            st, hb = read_json(run1 / "logs" / "state.json") or {}, read_json(run1 / "logs" / "heartbeat.json") or {}
-            return (chunks(run1) and hb.get("pid") == st.get("worker_pid") and hb.get("phase") == "training"
-                    and hb.get("timesteps", 0) < 4000)
+    run1 = sweep / "trials" / "seed1"
 
-        wait_for(early_in_second_chunk, 30, "seed1 training its second chunk")
+    def worker_trains():  # its SIGTERM handler is set once it beats "training"
+        st, hb = read_json(run1 / "logs" / "state.json") or {}, read_json(run1 / "logs" / "heartbeat.json") or {}
+        return hb.get("pid") == st.get("worker_pid") and hb.get("phase") == "training" and hb.get("timesteps", 0) > 0
+
+    try:
+        wait_for(worker_trains, 60, "seed1's worker training")
+        assert book(sweep, "seed0")["state"] == "done"
         res = cli("sweep", "stop", "--dir", str(sweep), env=env)
         assert res.returncode == 0, res.stderr
         assert res.stdout.startswith(f"go2train sweep stopped: pid {proc.pid}")
@@ -259,18 +267,20 @@ def test_stop_leaves_resumable_trials_and_a_second_start_finishes_them(tmp_path)
     exits = [e for e in read_jsonl(run1 / "logs" / "events.jsonl") if e["event"] == "exit"]
     assert (exits[-1]["code"], exits[-1]["reason"]) == (4, "stopped")  # the worker's resume point
     assert not procs_mentioning(tmp_path)
-    done_chunks, done_attempts = chunks(sweep / "trials" / "seed0"), (sweep / "trials" / "seed0" / "fake_attempts").stat().st_size
-    stopped_at = chunks(run1)[-1]
+    seed0 = sweep / "trials" / "seed0"
+    done_chunks, done_attempts = chunks(seed0), (seed0 / "fake_attempts").stat().st_size
     assert cli("sweep", "stop", "--dir", str(sweep)).returncode == 1  # nothing runs now
+    res = cli("sweep", "status", "--dir", str(sweep), "--json")
+    assert [r["sweep_state"] for r in json.loads(res.stdout)["trials"]] == ["done", "stopped"]
 
     res = cli("sweep", *args, env=env, cwd=proj)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.splitlines()[0].startswith("sweep: 1 of 2 trials to run")
     assert book(sweep, "seed1")["state"] == "done"
-    assert chunks(sweep / "trials" / "seed0") == done_chunks  # the done trial was not run again
-    assert (sweep / "trials" / "seed0" / "fake_attempts").stat().st_size == done_attempts
-    cs = chunks(run1)
-    assert cs[-1] > stopped_at and cs == list(range(50, cs[-1] + 1, 50))  # resumed, contiguous
+    assert chunks(seed0) == done_chunks  # the done trial was not run again
+    assert (seed0 / "fake_attempts").stat().st_size == done_attempts
+    assert chunks(run1) == [50]  # resumed: its second worker trained the chunk, once
+    assert [e["code"] for e in read_jsonl(run1 / "logs" / "events.jsonl") if e["event"] == "exit"][:2] == [4, 0]
     assert not procs_mentioning(tmp_path)
 
 

@@ -306,9 +306,64 @@ def drive(sd: SweepDir, trials: list[plan_mod.Trial], budget: Budget, address: s
         lock.release()
 
 
+class _Trials:
+    """The driver's view of the trials on Ray: an actor per trial, its ``ready`` (placed) and
+    ``run`` references, and what came back."""
+
+    def __init__(self, ray, sd: SweepDir, budget: Budget, out: Callable[[str], None]):
+        self.ray, self.sd, self.budget, self.out = ray, sd, budget, out
+        self.actors: dict[str, Any] = {}
+        self.ready: dict[Any, str] = {}  # placed? -> trial
+        self.running: dict[Any, str] = {}  # run() -> trial
+
+    def launch(self, names: list[str], cpus: float, gpus: float) -> None:
+        Actor = _actor_class(self.ray)
+        for name in names:
+            a = Actor.options(num_cpus=cpus, num_gpus=gpus).remote()
+            self.actors[name] = a
+            self.ready[a.ready.remote()] = name
+
+    def pending(self) -> bool:
+        return bool(self.ready or self.running)
+
+    def step(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for one actor to be placed (start its trial) or one trial to end."""
+        done, _ = self.ray.wait(list(self.ready) + list(self.running), num_returns=1, timeout=timeout)
+        for ref in done:
+            if ref in self.ready:
+                name = self.ready.pop(ref)
+                try:
+                    host = self.ray.get(ref)["host"]
+                except Exception:  # the actor could not start: recorded like a dead one
+                    self._finish(ref, name)
+                    continue
+                spec = {"name": name, "run_dir": str(self.sd.trial(name)), "book": str(self.sd.book(name)),
+                        "budget": self.budget.to_json()}
+                self.running[self.actors[name].run.remote(spec)] = name
+                _line(self.sd, f"trial {name}: started on {host}", self.out)
+            else:
+                self._finish(ref, self.running.pop(ref))
+
+    def _finish(self, ref, name: str) -> None:
+        res = _collect(self.ray, ref, self.sd, name)
+        self.ray.kill(self.actors.pop(name))  # its resources go to the next trial
+        _line(self.sd, f"trial {name}: {_result_text(res)}", self.out)
+
+    def stop_all(self) -> None:
+        """Every running trial stops with a resume point; actors not placed yet are dropped."""
+        _line(self.sd, f"sweep: stopping {len(self.running)} running trial(s) with a resume point", self.out)
+        for name in self.ready.values():
+            self.ray.kill(self.actors.pop(name))
+        self.ready.clear()
+        for name in self.running.values():
+            self.actors[name].stop.remote()
+        while self.running:
+            self.step(POLL_S)
+
+
 def _drive(ray, sd, trials, budget, address, cpus, gpus, out) -> int:
     books = {t.name: read_json(sd.book(t.name)) or {} for t in trials}
-    todo = [t for t in trials if books[t.name].get("state") != "done"]
+    todo = [t.name for t in trials if books[t.name].get("state") != "done"]
     if not todo:
         _line(sd, f"sweep: all {len(trials)} trials are done ({sd.root})", out)
         return 0
@@ -317,51 +372,30 @@ def _drive(ray, sd, trials, budget, address, cpus, gpus, out) -> int:
     def _on_signal(signum, _frame):
         stopping.set()
 
-    ray_s = _init_ray(ray, address)
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    where = address or "local Ray"
+    try:
+        ray_s = _init_ray(ray, address)
+    except BaseException:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        raise
+    for s in previous:  # a stop during Ray's start-up is kept (stopping), and Ray keeps none of its own
+        signal.signal(s, _on_signal)
     res_text = f"{cpus:g} CPU" + (f", {gpus:g} GPU" if gpus else "") + " per trial"
-    _line(sd, f"sweep: {len(todo)} of {len(trials)} trials to run on {where} ({res_text}; budget "
-              f"{budget.describe()}); Ray started in {ray_s:.1f} s", out)
-    Actor = _actor_class(ray)
-    actors, ready_refs, run_refs, results = {}, {}, {}, {}
+    _line(sd, f"sweep: {len(todo)} of {len(trials)} trials to run on {address or 'local Ray'} ({res_text}; "
+              f"budget {budget.describe()}); Ray started in {ray_s:.1f} s", out)
     try:
         have = ray.cluster_resources()
         if not address and (cpus > have.get("CPU", 0) or gpus > have.get("GPU", 0)):  # would wait forever
             raise SweepError(f"a trial needs {cpus:g} CPU and {gpus:g} GPU but this machine's Ray has "
                              f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU; set --cpus-per-trial / "
                              "--gpus-per-trial", 2)
-        for t in todo:
-            a = Actor.options(num_cpus=cpus, num_gpus=gpus).remote()
-            actors[t.name] = a
-            ready_refs[a.ready.remote()] = t.name
-        while (ready_refs or run_refs) and not stopping.is_set():
-            done, _ = ray.wait(list(ready_refs) + list(run_refs), num_returns=1, timeout=POLL_S)
-            for ref in done:
-                if ref in ready_refs:
-                    name = ready_refs.pop(ref)
-                    where_ = ray.get(ref)
-                    spec = {"name": name, "run_dir": str(sd.trial(name)), "book": str(sd.book(name)),
-                            "budget": budget.to_json()}
-                    run_refs[actors[name].run.remote(spec)] = name
-                    _line(sd, f"trial {name}: started on {where_['host']}", out)
-                else:
-                    name = run_refs.pop(ref)
-                    results[name] = _collect(ray, ref, sd, name)
-                    ray.kill(actors.pop(name))  # its resources go to the next trial
-                    _line(sd, f"trial {name}: {_result_text(results[name])}", out)
+        live = _Trials(ray, sd, budget, out)
+        live.launch(todo, cpus, gpus)
+        while live.pending() and not stopping.is_set():
+            live.step(POLL_S)
         if stopping.is_set():
-            _line(sd, f"sweep: stopping {len(run_refs)} running trial(s) with a resume point", out)
-            for name in ready_refs.values():  # not placed yet: nothing runs
-                ray.kill(actors.pop(name))
-            for name in run_refs.values():
-                actors[name].stop.remote()
-            while run_refs:
-                done, _ = ray.wait(list(run_refs), num_returns=1, timeout=POLL_S)
-                for ref in done:
-                    name = run_refs.pop(ref)
-                    results[name] = _collect(ray, ref, sd, name)
-                    _line(sd, f"trial {name}: {_result_text(results[name])}", out)
+            live.stop_all()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,17 @@ def trial_row(sd: SweepDir, trial: dict[str, Any], sweep_running: bool = True) -
         "forward_speed": num(rec.get("forward_speed_mean")),
         "reward": num(rec.get("reward_mean")), "fall_rate": num(rec.get("fall_rate")),
         "restarts": as_int(restarts.get("total")) or 0,
-        "elapsed_s": num(book.get("elapsed_s")),
+        "elapsed_s": _elapsed(book, sweep_running),
     }
+
+
+def _elapsed(book: dict[str, Any], sweep_running: bool) -> float | None:
+    """Supervisor wall seconds so far: the bookkeeping's (written every few seconds), aged while running."""
+    e = num(book.get("elapsed_s"))
+    t = num(book.get("updated"))
+    if e is not None and t is not None and sweep_running and book.get("state") == "running":
+        e += max(0.0, time.time() - t)
+    return e
 
 
 def snapshot(path: str | Path) -> dict[str, Any] | None:
