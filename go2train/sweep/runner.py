@@ -87,6 +87,14 @@ class Budget:
     def to_json(self) -> dict[str, Any]:
         return {"minutes": self.minutes, "timesteps": self.timesteps}
 
+    def spent(self, timesteps: int, elapsed_s: float) -> str | None:
+        """"timesteps" or "minutes" when that budget is spent, else None."""
+        if self.timesteps and timesteps >= self.timesteps:
+            return "timesteps"
+        if self.minutes and elapsed_s >= self.minutes * 60:
+            return "minutes"
+        return None
+
     def describe(self) -> str:
         parts = ([f"{self.timesteps:,} timesteps"] if self.timesteps else []) + \
                 ([f"{self.minutes:g} min"] if self.minutes else [])
@@ -156,55 +164,72 @@ def _stop_stray(rd: RunDir, timeout: float) -> None:
         time.sleep(0.1)
 
 
+def _stop_timeout(rd: RunDir) -> float:
+    try:
+        return load(None, rd.root).supervisor.stop_timeout_s + 10.0
+    except Exception:  # the supervisor itself reports a bad config
+        return 70.0
+
+
+def _start_supervisor(rd: RunDir, name: str) -> subprocess.Popen:
+    """``go2train daemon run`` for the trial, behind the PDEATHSIG wrapper, output to logs/daemon.log."""
+    cmd = [sys.executable, "-c", _PDEATH, str(os.getpid()),
+           sys.executable, "-m", "go2train", "daemon", "run", "--run-dir", str(rd.root)]
+    with open(rd.daemon_log, "ab") as log:
+        log.write(f"\n===== go2train sweep trial {name} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        log.flush()
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=str(rd.root), start_new_session=True, close_fds=True)
+
+
+def _outcome(rd: RunDir, reason: str | None, rc: int | None) -> dict[str, Any]:
+    """The trial's bookkeeping state and reason once its supervisor has exited."""
+    st = read_json(rd.state)
+    st = st if isinstance(st, dict) else {}
+    if reason in ("timesteps", "minutes"):
+        return {"state": "done", "reason": reason}
+    if reason == "stop":
+        return {"state": "stopped", "reason": "sweep stopped"}
+    if st.get("state") == "DONE":
+        return {"state": "done", "reason": "run_complete"}
+    if st.get("state") == "FATAL":
+        return {"state": "fatal", "reason": st.get("fatal_reason")}
+    if st.get("state") == "STOPPED" and rc == 0:
+        return {"state": "stopped", "reason": "its supervisor was stopped"}
+    try:
+        tail = [ln for ln in rd.daemon_log.read_text(errors="replace").splitlines() if ln.strip()][-1]
+    except (OSError, IndexError):
+        tail = ""
+    return {"state": "failed", "reason": f"supervisor exited {rc}: {tail}"[:300]}
+
+
 def run_trial(spec: dict[str, Any], stop: threading.Event, poll_s: float = POLL_S) -> dict[str, Any]:
     """Run one trial's supervisor until its budget is spent, it completes, fails, or ``stop`` is
     set; returns (and writes) its bookkeeping: ``state`` done | stopped | fatal | failed."""
-    rd = RunDir.at(spec["run_dir"])
-    path = Path(spec["book"])
+    rd, path = RunDir.at(spec["run_dir"]), Path(spec["book"])
     book = read_json(path)
     book = book if isinstance(book, dict) else {"name": spec["name"]}
     if book.get("state") == "done" or stop.is_set():
         return book if book.get("state") == "done" else _book(path, book, state="stopped")
-    minutes, steps = spec["budget"].get("minutes"), spec["budget"].get("timesteps")
+    budget = Budget(**spec["budget"])
     elapsed0 = float(book.get("elapsed_s") or 0.0)
-    try:
-        stop_timeout = load(None, rd.root).supervisor.stop_timeout_s + 10.0
-    except Exception:  # the supervisor itself reports a bad config
-        stop_timeout = 70.0
+    stop_timeout = _stop_timeout(rd)
     rd.make()
     _stop_stray(rd, stop_timeout)
-    reason = None
-    ts = timesteps_trained(rd)
-    if steps and ts >= steps:
-        reason = "timesteps"
-    elif minutes and elapsed0 >= minutes * 60:
-        reason = "minutes"
-    if reason:  # spent before this start (stopped right after the last chunk)
-        return _book(path, book, state="done", reason=reason, timesteps=ts)
-    cmd = [sys.executable, "-c", _PDEATH, str(os.getpid()),
-           sys.executable, "-m", "go2train", "daemon", "run", "--run-dir", str(rd.root)]
-    with open(rd.daemon_log, "ab") as log:
-        log.write(f"\n===== go2train sweep trial {spec['name']} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-        log.flush()
-        sup = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                               cwd=str(rd.root), start_new_session=True, close_fds=True)
-    t0 = time.monotonic()
+    spent = budget.spent(timesteps_trained(rd), elapsed0)
+    if spent:  # spent before this start (stopped right after the last chunk)
+        return _book(path, book, state="done", reason=spent, timesteps=timesteps_trained(rd))
+    sup = _start_supervisor(rd, spec["name"])
+    t0 = last_book = time.monotonic()
     _book(path, book, state="running", reason=None, host=socket.gethostname(), actor_pid=os.getpid(),
-          supervisor_pid=sup.pid, started=time.time(), timesteps=ts, elapsed_s=elapsed0)
-    last_book = time.monotonic()
-    rc = None
+          supervisor_pid=sup.pid, started=time.time(), timesteps=timesteps_trained(rd), elapsed_s=elapsed0)
+    reason = rc = None
     while True:
         rc = sup.poll()
         if rc is not None:
             break
-        ts = timesteps_trained(rd)
-        elapsed = elapsed0 + time.monotonic() - t0
-        if steps and ts >= steps:
-            reason = "timesteps"
-        elif minutes and elapsed >= minutes * 60:
-            reason = "minutes"
-        elif stop.is_set():
-            reason = "stop"
+        ts, elapsed = timesteps_trained(rd), elapsed0 + time.monotonic() - t0
+        reason = budget.spent(ts, elapsed) or ("stop" if stop.is_set() else None)
         if reason:
             rc = _stop_supervisor(sup, stop_timeout)
             break
@@ -212,26 +237,9 @@ def run_trial(spec: dict[str, Any], stop: threading.Event, poll_s: float = POLL_
             _book(path, book, timesteps=ts, elapsed_s=round(elapsed, 1))
             last_book = time.monotonic()
         stop.wait(poll_s)
-    elapsed = round(elapsed0 + time.monotonic() - t0, 1)
-    st = read_json(rd.state) or {}
-    final = {"timesteps": timesteps_trained(rd), "elapsed_s": elapsed, "rc": rc, "supervisor_pid": None,
-             "trial_state": st.get("state")}
-    if reason in ("timesteps", "minutes"):
-        return _book(path, book, state="done", reason=reason, **final)
-    if reason == "stop":
-        return _book(path, book, state="stopped", reason="sweep stopped", **final)
-    if st.get("state") == "DONE":
-        return _book(path, book, state="done", reason="run_complete", **final)
-    if st.get("state") == "FATAL":
-        return _book(path, book, state="fatal", reason=st.get("fatal_reason"), **final)
-    if st.get("state") == "STOPPED" and rc == 0:
-        return _book(path, book, state="stopped", reason="its supervisor was stopped", **final)
-    tail = ""
-    try:
-        tail = [ln for ln in rd.daemon_log.read_text(errors="replace").splitlines() if ln.strip()][-1]
-    except (OSError, IndexError):
-        pass
-    return _book(path, book, state="failed", reason=f"supervisor exited {rc}: {tail}"[:300], **final)
+    return _book(path, book, **_outcome(rd, reason, rc), timesteps=timesteps_trained(rd), rc=rc,
+                 elapsed_s=round(elapsed0 + time.monotonic() - t0, 1), supervisor_pid=None,
+                 trial_state=(read_json(rd.state) or {}).get("state"))
 
 
 def _actor_class(ray):
