@@ -163,8 +163,8 @@ def main(path: str | Path, episodes: int = 8, as_json: bool = False) -> int:
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
-    t = Table(title=f"sweep {sd.root}: trials (newest checkpoint; time-to-walk from chunk records)",
-              title_justify="left")
+    console.print(f"sweep {sd.root}: each trial's newest checkpoint; time to walk from its chunk records")
+    t = Table()
     for col in ("trial", "chunk", "vx @0.6", "lin err", "yaw err", "survival", "walks", "time to walk"):
         t.add_column(col)
     for r in rows:
@@ -175,13 +175,14 @@ def main(path: str | Path, episodes: int = 8, as_json: bool = False) -> int:
         t.add_row(r["name"], str(r["chunk"] or "—"), f("reference_vx"), f("lin_error_moving"),
                   f("yaw_error_turning"), f("survival_min"), walks, when)
     console.print(t)
-    g = Table(title="by --set values: mean ± spread across seeds", title_justify="left")
-    g.add_column("values")
-    for name, _ in FIGURES:
-        g.add_column(name)
-    g.add_column("walks")
+    console.print("by --set values: mean ± spread across seeds (figures: docs/EVAL.md)")
+    g = Table()
+    g.add_column("figure")
     for grp in groups:
-        label = ", ".join(f"{k}={v}" for k, v in grp["values"].items()) or "(base config)"
-        g.add_row(label, *[_pm(grp["figures"][n]) for n, _ in FIGURES], f"{grp['walks']}/{grp['evaluated']}")
+        g.add_column(", ".join(f"{k}={v}" for k, v in grp["values"].items()) or "base config", justify="right")
+    for name, _ in FIGURES:
+        g.add_row(name, *[_pm(grp["figures"][name]) for grp in groups])
+    g.add_row("seeds that walk", *[f"{grp['walks']}/{grp['evaluated']}" for grp in groups])
+    g.add_row("walk at train time", *[f"{grp['walk_at_train_time']}/{len(grp['trials'])}" for grp in groups])
     console.print(g)
     return 0
