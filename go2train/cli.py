@@ -212,8 +212,12 @@ def status(
 ) -> None:
     """Live dashboard of a run, read from its files (q or Ctrl-C quits)."""
     from go2train import tui
+    from go2train.sweep import plan as sweep_plan
+    from go2train.sweep import status as sweep_status
 
     run_dir = check_run_dir(run_dir)
+    if sweep_plan.is_sweep(run_dir):  # a sweep directory: its trials' table
+        raise typer.Exit(sweep_status.main(run_dir, as_json))
     if tui.has_run(run_dir):
         cfg = load_config(None, run_dir)
     else:
@@ -230,11 +234,16 @@ def eval_cmd(
     run_dir: Path = RunDirOpt,
     compare: Optional[str] = typer.Option(None, "--compare", help="Comma-separated chunks side by side, e.g. 50,250,500."),
     push: bool = typer.Option(False, "--push", help="Push test: 0.5 m/s kicks every 4 s, randomisation on (docs/EVAL.md)."),
+    sweep: Optional[Path] = typer.Option(None, "--sweep", help="Compare the trials of a sweep directory (docs/SWEEP.md)."),
 ) -> None:
     """Measure a checkpoint's policy on the fixed command grid (tracking error per command) against a
     stand-still baseline; flag a lazy optimum (docs/EVAL.md)."""
     from go2train.tools import evaluate as ev
 
+    if sweep is not None:
+        from go2train.sweep import compare
+
+        raise typer.Exit(compare.main(sweep, episodes, json_out))
     run_dir = check_run_dir(run_dir)
     try:
         wanted = [ev.parse_chunk(c, "--compare") for c in compare.split(",") if c.strip()] if compare is not None else []
@@ -299,6 +308,69 @@ def export_cmd(
     except ex.ExportError as exc:
         fail(str(exc), exc.code)
     raise typer.Exit(code)
+
+
+# --- sweep (go2train/sweep/: Ray, imported by these commands only) ---------------------------
+sweep_app = typer.Typer(add_completion=False, invoke_without_command=True,
+                        help="Seed/config sweeps on Ray: each trial an ordinary run directory (docs/SWEEP.md).")
+app.add_typer(sweep_app, name="sweep")
+SweepDirOpt = typer.Option(Path("logs/sweep"), "--dir", help="Sweep directory (default: logs/sweep).")
+
+
+@sweep_app.callback()
+def sweep_run(
+    ctx: typer.Context,
+    sweep_dir: Path = SweepDirOpt,
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds per combination (trial s: base seed + s)."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help="section.key=v1,v2 (repeatable): the grid."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", min=0.01, help="Budget per trial: supervisor wall minutes."),
+    timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="Budget per trial: timesteps trained."),
+    address: Optional[str] = typer.Option(None, "--address", help="An existing Ray cluster (default: embedded local Ray)."),
+    cpus: Optional[float] = typer.Option(None, "--cpus-per-trial", min=0, help="CPUs each trial declares (default 1)."),
+    gpus: Optional[float] = typer.Option(None, "--gpus-per-trial", min=0,
+                                         help="GPUs each trial declares (default: 1 on the GPU backend, else 0)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Base config TOML (default: ./go2train.toml)."),
+) -> None:
+    """Run (or resume) a sweep: --set value lists x --seeds, each trial under the ordinary supervisor."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from go2train.sweep import plan, runner
+
+    if seeds is None:
+        fail("sweep needs --seeds N (and optionally --set section.key=v1,v2 ...)")
+    try:
+        code = runner.start(sweep_dir, seeds, sets or [], minutes, timesteps, address, cpus, gpus, config)
+    except plan.PlanError as exc:
+        fail(str(exc))
+    except runner.SweepError as exc:
+        fail(str(exc), exc.code)
+    raise typer.Exit(code)
+
+
+@sweep_app.command("stop")
+def sweep_stop(
+    sweep_dir: Path = SweepDirOpt,
+    timeout: float = typer.Option(300.0, "--timeout", min=0, help="Seconds to wait for every trial to stop."),
+) -> None:
+    """Stop a running sweep: every trial stops with a resume point; run the sweep again to resume."""
+    from go2train.sweep import runner
+
+    try:
+        code = runner.stop(sweep_dir, timeout)
+    except runner.SweepError as exc:
+        fail(str(exc), exc.code)
+    raise typer.Exit(code)
+
+
+@sweep_app.command("status")
+def sweep_status_cmd(
+    sweep_dir: Path = SweepDirOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """One row per trial: sweep state, supervisor state, chunk, timesteps, speed, reward, restarts."""
+    from go2train.sweep import status as sweep_status
+
+    raise typer.Exit(sweep_status.main(sweep_dir, as_json))
 
 
 def main() -> None:

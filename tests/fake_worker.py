@@ -1,6 +1,6 @@
 """A stand-in for `go2train train-chunk` / `go2train video` that honours docs/CONTRACTS.md
 (atomic logs/heartbeat.json with phase/timesteps progress, logs/chunks/chunk_NNNNNN.json, exit
-codes) in a fraction of a second, steered by RUN_DIR/fake_script.json:
+codes) in a fraction of a second, steered by RUN_DIR/fake_script.json (else the file $GO2TRAIN_FAKE_SCRIPT names):
 
     {"episodes": 50,
      "attempts": [{"do": "signal", "sig": "SIGSEGV", "after": 0.2}, {"do": "ok"}, ...],
@@ -67,6 +67,17 @@ def log(run: Path, **rec) -> None:
         os.close(fd)
 
 
+def load_script(run: Path) -> dict:
+    """RUN_DIR/fake_script.json, else the file named by $GO2TRAIN_FAKE_SCRIPT (sweep trials); when
+    that names a folder: its RUN_DIR-name.json, else its default.json."""
+    path = run / "fake_script.json"
+    if not path.exists() and os.environ.get("GO2TRAIN_FAKE_SCRIPT"):
+        path = Path(os.environ["GO2TRAIN_FAKE_SCRIPT"])
+        if path.is_dir():
+            path = path / f"{run.name}.json" if (path / f"{run.name}.json").exists() else path / "default.json"
+    return json.loads(path.read_text())
+
+
 def next_attempt(run: Path) -> int:
     fd = os.open(run / "fake_attempts", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -127,8 +138,17 @@ class Worker:
     def finish(self, code: int) -> None:
         self.phase = "saving"
         if code == 0:
+            prev = last_chunk(self.run)
+            prev_total = 0
+            if prev:
+                try:
+                    rec = json.loads((self.run / "logs" / "chunks" / f"chunk_{prev:06d}.json").read_text())
+                    prev_total = int(rec.get("timesteps_total") or 0)
+                except (OSError, ValueError):
+                    pass
             atomic_write(self.run / "logs" / "chunks" / f"chunk_{self.chunk:06d}.json", {
                 "chunk": self.chunk, "episodes": 1, "timesteps": self.timesteps,
+                "timesteps_total": prev_total + self.timesteps,
                 "started": self.started, "finished": time.time(),
             })
         self.phase = "exiting"
@@ -138,7 +158,7 @@ class Worker:
 
 
 def worker(run: Path) -> None:
-    script = json.loads((run / "fake_script.json").read_text())
+    script = load_script(run)
     n = next_attempt(run)
     attempts = script.get("attempts", [])
     act = attempts[n - 1] if n <= len(attempts) else script.get("default", {"do": "done"})
@@ -203,7 +223,7 @@ def worker(run: Path) -> None:
 
 
 def render(run: Path, chunk: int) -> None:
-    script = json.loads((run / "fake_script.json").read_text())
+    script = load_script(run)
     act = script.get("render", {}).get(str(chunk), {"do": "ok"})
     do = act.get("do", "ok")
     log(run, render=chunk, do=do)
@@ -245,7 +265,7 @@ def render(run: Path, chunk: int) -> None:
 
 def gpu(run: Path) -> None:
     """Fake GPU probe: successive values from script["gpu"], then its last value."""
-    script = json.loads((run / "fake_script.json").read_text())
+    script = load_script(run)
     vals = script.get("gpu", [None])
     p = run / "fake_gpu_calls"
     fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
