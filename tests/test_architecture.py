@@ -58,7 +58,7 @@ def _py(package: str) -> list[Path]:
 def test_the_layout_is_the_design_cards():
     for name in ("pyproject.toml", "go2train", "supervisor", "tests"):
         assert (ROOT / name).exists(), name
-    for sub in ("run", "sim", "train", "tools", "tui", "faults"):
+    for sub in ("run", "sim", "train", "tools", "tui", "faults", "sweep"):
         assert (ROOT / "go2train" / sub / "__init__.py").is_file(), sub
 
 
