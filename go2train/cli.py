@@ -217,7 +217,7 @@ def status(
 
     run_dir = check_run_dir(run_dir)
     if sweep_plan.is_sweep(run_dir):  # a sweep directory: its trials' table
-        raise typer.Exit(sweep_status.main(run_dir, as_json))
+        raise typer.Exit(sweep_status.main(run_dir, as_json, once))
     if tui.has_run(run_dir):
         cfg = load_config(None, run_dir)
     else:
@@ -370,7 +370,7 @@ def sweep_status_cmd(
     """One row per trial: sweep state, supervisor state, chunk, timesteps, speed, reward, restarts."""
     from go2train.sweep import status as sweep_status
 
-    raise typer.Exit(sweep_status.main(sweep_dir, as_json))
+    raise typer.Exit(sweep_status.main(sweep_dir, as_json, once=True))
 
 
 def main() -> None:

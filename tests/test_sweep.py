@@ -448,3 +448,37 @@ def test_one_real_trial_trains_stops_at_its_budget_and_evaluates(tmp_path):
     (grp,) = ev["groups"]
     assert grp["values"] == {"ppo.learning_rate": 5e-4} and grp["evaluated"] == 1
     assert not procs_mentioning(tmp_path)
+
+
+# ---------------------------------------------------------------------- the live screen
+def test_status_on_a_sweep_dir_is_a_live_screen_on_a_terminal_and_q_quits(tmp_path):
+    """`go2train status --run-dir SWEEP` on a terminal (a real pty) redraws until q; piped, it prints once."""
+    import pty
+
+    sd = plan.SweepDir.at(tmp_path / "sweep")
+    sets = [plan.parse_set("ppo.learning_rate=3e-4,1e-3")]
+    plan.write(sd, plan.make_trials({}, sets, 1), plan.grid_of(sets, 1), {"budget": {"minutes": 5}}, None)
+    piped = go2train("status", "--run-dir", str(sd.root))
+    assert piped.returncode == 0 and "lr3e-4_seed0" in piped.stdout and "lr1e-3_seed0" in piped.stdout
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "140", "LINES": "30", "TERM": "xterm"}
+    proc = subprocess.Popen([PY, "-m", "go2train", "status", "--run-dir", str(sd.root)],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    out = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"lr1e-3_seed0" not in out and time.monotonic() < deadline:
+            import select
+
+            if select.select([master], [], [], 0.5)[0]:
+                out += os.read(master, 65536)
+        assert b"lr1e-3_seed0" in out, out[-2000:]
+        time.sleep(2.5)  # live: still running, redrawing
+        assert proc.poll() is None
+        os.write(master, b"q")
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+        os.close(master)

@@ -115,8 +115,10 @@ def render(snap: dict[str, Any]):
     return Group(Text(head), t)
 
 
-def main(path: str | Path, as_json: bool = False) -> int:
-    """Print the table (or JSON). Exit 0; 1 when ``path`` is not a sweep directory."""
+def main(path: str | Path, as_json: bool = False, once: bool = False, refresh_s: float = 1.0) -> int:
+    """Print the table (or JSON); on a terminal without ``once``, a live screen redrawn every
+    ``refresh_s`` until q, Ctrl-C or SIGTERM/SIGHUP (like `go2train status` on a run). Exit 0; 1
+    when ``path`` is not a sweep directory."""
     snap = snapshot(path)
     if snap is None:
         print(f"go2train: {Path(path).absolute()} is not a sweep directory (no sweep.json)", file=sys.stderr)
@@ -127,5 +129,35 @@ def main(path: str | Path, as_json: bool = False) -> int:
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 140, highlight=False)
-    console.print(render(snap))
+    if once or not console.is_terminal:
+        console.print(render(snap))
+        return 0
+    return _live(path, console, refresh_s)
+
+
+def _live(path: str | Path, console, refresh_s: float) -> int:
+    import signal
+
+    from rich.live import Live
+
+    from go2train.tui.command import _Keys
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with _Keys() as keys, Live(console=console, screen=True, auto_refresh=False,
+                                   redirect_stdout=False, redirect_stderr=False) as live:
+            while True:
+                snap = snapshot(path)
+                if snap is not None:  # a sweep.json being replaced: keep the last screen
+                    live.update(render(snap), refresh=True)
+                if keys.quit_within(refresh_s):
+                    break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
     return 0
