@@ -136,28 +136,12 @@ def main(path: str | Path, as_json: bool = False, once: bool = False, refresh_s:
 
 
 def _live(path: str | Path, console, refresh_s: float) -> int:
-    import signal
+    from go2train.tui.command import live_screen
 
-    from rich.live import Live
+    last = [snapshot(path)]
 
-    from go2train.tui.command import _Keys
+    def draw():
+        last[0] = snapshot(path) or last[0]  # a sweep.json being replaced: keep the last screen
+        return render(last[0])
 
-    def _stop(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
-
-    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        with _Keys() as keys, Live(console=console, screen=True, auto_refresh=False,
-                                   redirect_stdout=False, redirect_stderr=False) as live:
-            while True:
-                snap = snapshot(path)
-                if snap is not None:  # a sweep.json being replaced: keep the last screen
-                    live.update(render(snap), refresh=True)
-                if keys.quit_within(refresh_s):
-                    break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    return 0
+    return live_screen(console, draw, refresh_s)

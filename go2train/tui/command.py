@@ -13,10 +13,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from go2train.config import Config
 from go2train.tui.reader import NoRun, Reader, has_run
@@ -108,6 +109,23 @@ def run_status(run_dir: Path, cfg: Config, once: bool = False, as_json: bool = F
         console.print(render(snap, console.width, console.height if console.is_terminal else None))
         return 0
 
+    last = [snap]
+
+    def draw() -> RenderableType | None:
+        try:
+            last[0] = reader.snapshot()
+        except NoRun:  # the run directory was emptied under us: keep the last screen
+            pass
+        except FileNotFoundError:
+            return None
+        return render(last[0], console.width, console.height)
+
+    return live_screen(console, draw, refresh_s)
+
+
+def live_screen(console: Console, draw: Callable[[], RenderableType | None], refresh_s: float) -> int:
+    """Redraw ``draw()`` full-screen every ``refresh_s`` until q, Ctrl-C, SIGTERM/SIGHUP, or ``draw``
+    returns None; the terminal is restored. Exit code 0. (The run's screen and the sweep's.)"""
     from rich.live import Live
 
     def _stop(signum: int, frame: Any) -> None:
@@ -118,13 +136,10 @@ def run_status(run_dir: Path, cfg: Config, once: bool = False, as_json: bool = F
         with _Keys() as keys, Live(console=console, screen=True, auto_refresh=False,
                                    redirect_stdout=False, redirect_stderr=False) as live:
             while True:
-                try:
-                    snap = reader.snapshot()
-                except NoRun:  # the run directory was emptied under us: keep the last screen
-                    pass
-                except FileNotFoundError:
+                screen = draw()
+                if screen is None:
                     break
-                live.update(render(snap, console.width, console.height), refresh=True)
+                live.update(screen, refresh=True)
                 if keys.quit_within(refresh_s):
                     break
     except KeyboardInterrupt:
