@@ -13,18 +13,11 @@ Pure Python: no torch, no genesis.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from go2train.run.files import num
+
 KIND = "lazy_optimum"
-
-
-def _num(value: Any) -> float | None:
-    """A finite float, or None (bool, None, strings, NaN and inf are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def paying_terms(chunk: dict, top: int = 3) -> list[dict[str, float]]:
@@ -32,7 +25,7 @@ def paying_terms(chunk: dict, top: int = 3) -> list[dict[str, float]]:
     terms = chunk.get("reward_terms") if isinstance(chunk, dict) else None
     if not isinstance(terms, dict):
         return []
-    pos = [(name, v) for name, v in ((str(k), _num(v)) for k, v in terms.items()) if v and v > 0]
+    pos = [(name, v) for name, v in ((str(k), num(v)) for k, v in terms.items()) if v and v > 0]
     pos.sort(key=lambda kv: (-kv[1], kv[0]))
     return [{"term": name, "value": round(v, 4)} for name, v in pos[:top]]
 
@@ -42,9 +35,9 @@ def commanded(c: dict, fallback: float | None = None) -> tuple[float | None, flo
     ``command_speed_mean`` / ``speed_along_command_mean`` (issue 13); a record from before them:
     ``command_vx`` (else ``fallback``) / ``forward_speed_mean``."""
     if "command_speed_mean" in c or "speed_along_command_mean" in c:
-        return _num(c.get("command_speed_mean")), _num(c.get("speed_along_command_mean"))
-    cmd = _num(c.get("command_vx"))
-    return (cmd if cmd is not None else _num(fallback)), _num(c.get("forward_speed_mean"))
+        return num(c.get("command_speed_mean")), num(c.get("speed_along_command_mean"))
+    cmd = num(c.get("command_vx"))
+    return (cmd if cmd is not None else num(fallback)), num(c.get("forward_speed_mean"))
 
 
 def lazy_optimum_warning(
@@ -71,7 +64,7 @@ def lazy_optimum_warning(
     recent = [c for c in chunks if isinstance(c, dict)][-window:]
     if len(recent) < window:
         return None
-    rewards = [_num(c.get("reward_mean")) for c in recent]
+    rewards = [num(c.get("reward_mean")) for c in recent]
     pairs = [commanded(c, command_vx) for c in recent]
     cmds = [p[0] for p in pairs]
     speeds = [p[1] for p in pairs]

@@ -87,3 +87,19 @@ def wait_for(pred, timeout: float = 10.0, what: str = "condition", every: float 
             return val
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# The scene and PPO of the tiny real daemon runs (4 robots, 20-step episodes); each test adds its
+# own [chunk], [video] and [supervisor].
+TINY_DAEMON_HEAD = """
+[env]
+n_envs = 4
+episode_steps = 20
+backend = "cpu"
+
+[ppo]
+n_steps = 8
+batch_size = 32
+n_epochs = 1
+net_arch = [32, 32]
+"""

@@ -16,7 +16,7 @@ import os
 import sys
 
 import pytest
-from helpers import clean_env, go2train, procs_mentioning, wait_for
+from helpers import TINY_DAEMON_HEAD, clean_env, go2train, procs_mentioning, wait_for
 
 from go2train.run.files import read_json, read_jsonl
 
@@ -29,18 +29,7 @@ pytestmark = [
     pytest.mark.skipif(os.environ.get("GO2TRAIN_SKIP_E2E") == "1", reason="GO2TRAIN_SKIP_E2E=1"),
 ]
 
-TOML = """
-[env]
-n_envs = 4
-episode_steps = 20
-backend = "cpu"
-
-[ppo]
-n_steps = 8
-batch_size = 32
-n_epochs = 1
-net_arch = [32, 32]
-
+TOML = TINY_DAEMON_HEAD + """
 [chunk]
 episodes = 1
 max_episodes = {max_episodes}

@@ -20,7 +20,7 @@ import sys
 
 import psutil
 import pytest
-from helpers import go2train, procs_mentioning, wait_for
+from helpers import TINY_DAEMON_HEAD, go2train, procs_mentioning, wait_for
 
 from go2train.run.files import read_json, read_jsonl
 from go2train.run.layout import STARTUP_PHASES
@@ -34,18 +34,7 @@ pytestmark = [
     pytest.mark.skipif(os.environ.get("GO2TRAIN_SKIP_E2E") == "1", reason="GO2TRAIN_SKIP_E2E=1"),
 ]
 
-TOML = """
-[env]
-n_envs = 4
-episode_steps = 20
-backend = "cpu"
-
-[ppo]
-n_steps = 8
-batch_size = 32
-n_epochs = 1
-net_arch = [32, 32]
-
+TOML = TINY_DAEMON_HEAD + """
 [chunk]
 episodes = 1
 max_episodes = 4

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import go2train, procs_mentioning, snapshot
+from helpers import TINY_DAEMON_HEAD, go2train, procs_mentioning, snapshot
 
 from go2train.run.files import read_json, read_jsonl
 from go2train.run.layout import RunDir
@@ -393,17 +393,7 @@ def test_time_to_walk_and_aggregation(tmp_path):
 
 
 # ---------------------------------------------------------------------- one real trial (Genesis)
-TINY = """[env]
-n_envs = 4
-episode_steps = 20
-backend = "cpu"
-
-[ppo]
-n_steps = 8
-batch_size = 32
-n_epochs = 1
-net_arch = [32, 32]
-
+TINY = TINY_DAEMON_HEAD + """
 [chunk]
 episodes = 1
 heartbeat_s = 1.0

@@ -198,19 +198,8 @@ def step_04_truncated_newest_is_moved_aside_and_previous_used(run, tmp_path):
     zip4 = run.models / "chunk_000004.zip"
     data = zip4.read_bytes()
     zip4.write_bytes(data[: len(data) // 2])
-    long_cfg = tmp_path / "long.toml"
-    long_cfg.write_text(TINY.replace("episodes = 2", "episodes = 1000"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "go2train", "train-chunk", "--run-dir", str(run.root), "--config", str(long_cfg)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        hb = wait_training(run, proc.pid)
-        assert hb["chunk"] == 1002  # built on chunk_000002, since chunk_000004 was damaged
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    proc, hb, err = train_until_sigterm(run, tmp_path)
+    assert hb["chunk"] == 1002  # built on chunk_000002, since chunk_000004 was damaged
     assert proc.returncode == exitcodes.STOPPED, err[-2000:]
     damaged = list(run.damaged.glob("chunk_000004.*"))
     assert len(damaged) == 1 and (damaged[0] / "chunk_000004.zip").read_bytes() == data[: len(data) // 2]
@@ -224,21 +213,10 @@ def step_04_truncated_newest_is_moved_aside_and_previous_used(run, tmp_path):
 
 def step_05_sigterm_resume_point_is_used_by_next_chunk(run, tmp_path):
     r = checkpoint.verify(run, "resume")
-    long_cfg = tmp_path / "long.toml"
-    long_cfg.write_text(TINY.replace("episodes = 2", "episodes = 1000"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "go2train", "train-chunk", "--run-dir", str(run.root), "--config", str(long_cfg)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        hb = wait_training(run, proc.pid)
-        assert hb["chunk"] == 1002 and hb["chunk_start_episodes"] == r["chunk_start_episodes"]
-        assert hb["timesteps"] >= r["timesteps"]
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == exitcodes.STOPPED
+    proc, hb, err = train_until_sigterm(run, tmp_path)
+    assert hb["chunk"] == 1002 and hb["chunk_start_episodes"] == r["chunk_start_episodes"]
+    assert hb["timesteps"] >= r["timesteps"]
+    assert proc.returncode == exitcodes.STOPPED, err[-2000:]
     assert "resuming from resume" in run.worker_log.read_text()
     assert checkpoint.verify(run, "resume")["timesteps"] > r["timesteps"]
 
@@ -267,6 +245,23 @@ def step_07_tensorboard_after_the_resumes(run, tmp_path):
     assert [s for s, _ in tb["time/fps"]] == list(range(ROLLOUT, tr + 1, ROLLOUT))
     raw = [s for f in run.tensorboard.iterdir() for s, _ in tb_scalars(f).get("time/fps", [])]
     assert len(raw) > len(tb["time/fps"])  # the hidden lineage is still in its files
+
+
+def train_until_sigterm(run: RunDir, tmp_path: Path) -> tuple[subprocess.Popen, dict, str]:
+    """A worker on a 1000-episode chunk, SIGTERMed once it trains: (process, its training heartbeat, stderr)."""
+    long_cfg = tmp_path / "long.toml"
+    long_cfg.write_text(TINY.replace("episodes = 2", "episodes = 1000"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "go2train", "train-chunk", "--run-dir", str(run.root), "--config", str(long_cfg)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        hb = wait_training(run, proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc, hb, err
 
 
 def wait_training(run: RunDir, pid: int, timeout: float = 240) -> dict:

@@ -8,6 +8,7 @@ one; a reader never crashes on a missing or unparsable file. No torch, no genesi
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -94,3 +95,17 @@ def read_jsonl(path: str | Path, last: int | None = None) -> list[dict[str, Any]
 
 def now() -> float:
     return time.time()
+
+
+# what a reader makes of a value it read: files may hold anything, a reader never crashes
+def num(value: Any) -> float | None:
+    """A finite float or None: files may hold anything, a reader never crashes."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def as_int(value: Any) -> int | None:
+    v = num(value)
+    return int(v) if v is not None else None

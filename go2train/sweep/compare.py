@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from go2train.guard import commanded
-from go2train.run.files import read_json
+from go2train.run.files import num, read_json
 from go2train.run.layout import RunDir
 from go2train.sweep.plan import SweepDir
 from go2train.tools import walkbench
-from go2train.tui.fmt import num
 
 # (name, how to read it from an eval result); docs/EVAL.md defines each.
 FIGURES: list[tuple[str, Any]] = [

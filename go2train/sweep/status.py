@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from go2train.guard import commanded
-from go2train.run.files import read_json
+from go2train.run.files import as_int, num, read_json
 from go2train.run.identity import lock_holder
 from go2train.run.layout import RunDir
 from go2train.sweep.plan import SweepDir
-from go2train.tui.fmt import as_int, fmt_duration, fmt_int, fmt_num, num
+from go2train.tui.fmt import fmt_duration, fmt_int, fmt_num
 
 
 def newest_record(rd: RunDir) -> dict[str, Any]:

@@ -7,24 +7,12 @@ None, and every ``fmt_*`` shows None as ``—``.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
+from go2train.run.files import as_int, num
+
 SPARKS = "▁▂▃▄▅▆▇█"
-
-
-def num(value: Any) -> float | None:
-    """A finite float or None: files may hold anything, a reader never crashes."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def as_int(value: Any) -> int | None:
-    v = num(value)
-    return int(v) if v is not None else None
 
 
 def fmt_duration(seconds: float | None) -> str:

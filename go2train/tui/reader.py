@@ -25,10 +25,10 @@ from typing import Any
 
 from go2train import guard
 from go2train.config import Config, load
-from go2train.run.files import read_json
+from go2train.run.files import as_int, num, read_json
 from go2train.run.identity import live_process
 from go2train.run.layout import RunDir, parse_chunk
-from go2train.tui.fmt import as_int, fmt_duration, num
+from go2train.tui.fmt import fmt_duration
 
 ACTIVE_STATES = ("STARTING", "RUNNING", "BACKOFF", "RENDERING", "STOPPING")
 N_EVENTS = 8

@@ -21,16 +21,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from go2train.tui.fmt import (
-    as_int,
-    fmt_duration,
-    fmt_int,
-    fmt_mb,
-    fmt_num,
-    fmt_time,
-    num,
-    sparkline,
-)
+from go2train.run.files import as_int, num
+from go2train.tui.fmt import fmt_duration, fmt_int, fmt_mb, fmt_num, fmt_time, sparkline
 from go2train.tui.reader import ACTIVE_STATES
 
 STATE_STYLES = {
