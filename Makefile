@@ -26,8 +26,11 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 run: setup
 	$(VENV)/bin/go2train daemon start --run-dir .
 
+# Two test files at a time: the real-process tests wait on their processes about half the time.
+TEST_JOBS ?= 2
+
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 bench: setup
 	$(VENV)/bin/go2train bench

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from helpers import TINY_RUN_TOML, go2train
+
+# pytest-xdist's workers (`make test` runs two) export COLUMNS=80 and LINES=24 for their own output;
+# the CLIs the tests start must see what a plain pipe gives them, as in a run without -n.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,6 @@ from go2train.train.gpumem import GpuMemProbe, torch_peak_reserved_mb, torch_res
 log = logging.getLogger("go2train.train.worker")
 
 
-
 def kernel_cache_dir() -> Path:
     """Quadrants' offline kernel cache (Genesis' compiled kernels): the live runtime's setting when
     Genesis is initialised, else ``QD_OFFLINE_CACHE_FILE_PATH`` or its default."""
