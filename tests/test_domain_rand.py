@@ -355,6 +355,7 @@ def test_everything_off_reproduces_the_rollout_from_before_randomisation(plain):
         # the command of before issue 13 too: 0.5 m/s forward for every robot
         plain.cfg.command = plain.cfg.command.model_copy(update={
             "vx_range": [0.5, 0.5], "vy_range": [0.0, 0.0], "yaw_range": [0.0, 0.0], "standing_share": 0.0})
+        plain.seed(plain.cfg.env.seed)  # whatever this module's other tests ran on the env before
         _use(plain, DomainRandConfig.off(1))
         obs = [plain.reset().clone()]
         g = torch.Generator().manual_seed(5)
@@ -392,9 +393,12 @@ def test_swing_clearance_is_the_median_of_each_swings_peak(plain):
         t[0] += 1
         return a
 
+    own_cfg = plain.cfg
     try:
         figs = _figures(_run_pass(plain, cfg, 90, [(0.5, 0.0, 0.0)] * N, act), torch.ones(N, dtype=torch.bool))
-    finally:
+    finally:  # eval bound its config and fixed the commands: give the module's env back as it was
+        plain.cfg, plain.fixed_commands = own_cfg, None
+        plain._setup_rewards()
         _use(plain, DomainRandConfig.off(1))
     assert figs["survival"] == 1.0
     assert (peaks > 0.03).all(), peaks  # every robot made one real swing

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from go2train.config import Config, ConfigError, DomainRandConfig, from_dict
+from go2train.robot import LEGS
 from go2train.run import checkpoint
 from go2train.run.layout import RunDir, chunk_name
 
-LEGS = ("FR", "FL", "RR", "RL")
 AIR_THRESHOLD_M = 0.03  # a foot is "in the air" when its clearance exceeds this
 LAZY_SPEED_FRACTION = 0.5  # lazy optimum: forward speed below this fraction of the command
 PUSH_VEL, PUSH_INTERVAL_S, PUSH_COUNT = 0.5, 4.0, 4  # `eval --push`: 4 kicks of 0.5 m/s, 4 s apart

@@ -44,7 +44,7 @@ from typing import Any
 
 from go2train import __version__
 from go2train.config import Config
-from go2train.robot import JOINT_NAMES
+from go2train.robot import GENESIS_ARMATURE, JOINT_NAMES, LEGS, TROT_OFFSETS
 from go2train.run import exitcodes
 from go2train.run.files import atomic_write_bytes
 from go2train.run.layout import RunDir, chunk_name
@@ -53,7 +53,6 @@ FORMAT = 1
 OPSET = 17
 FILES = ("policy.onnx", "policy.pt", "policy.json")
 INPUT_NAME, OUTPUT_NAME = "obs", "action"
-LEGS = ("FR", "FL", "RR", "RL")
 
 
 class ExportError(Exception):
@@ -106,7 +105,6 @@ def obs_size(cfg: Config) -> int:
 
 
 # ---------------------------------------------------------------- policy.json
-GENESIS_ARMATURE = 0.1  # genesis.options.morphs.URDF.default_armature (genesis-world 1.4.5)
 
 
 def _version(dist: str) -> str:
@@ -189,7 +187,7 @@ def describe(cfg: Config, manifest: dict[str, Any], norm: dict[str, Any], action
             "enabled": period > 0, "period_steps": period, "period_s": period * e.dt,
             "phase": "phase = 2*pi*(k mod period_steps)/period_steps, k = control steps since the episode "
                      "start (k = 0 in the first observation, +1 per step); obs gets sin(phase), cos(phase)",
-            "trot_offsets": dict(zip(LEGS, [0.0, 0.5, 0.5, 0.0])),
+            "trot_offsets": dict(zip(LEGS, TROT_OFFSETS)),
         },
         "commands": {
             "components": ["vx", "vy", "yaw_rate"], "units": ["m/s", "m/s", "rad/s"],
