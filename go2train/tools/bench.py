@@ -183,7 +183,7 @@ def measure(cfg: Config, n_envs: int, seconds: float, paths: tuple[str, ...] = (
 def main(cfg: Config, ns: list[int], seconds: float, json_out: bool) -> int:
     results = []
     for n in ns:
-        cmd = [sys.executable, "-c", "import sys,json; from go2train import bench, config; "
+        cmd = [sys.executable, "-c", "import sys,json; from go2train import config; from go2train.tools import bench; "
                "cfg = config.Config.model_validate_json(sys.stdin.read()); "
                f"print('BENCH ' + json.dumps(bench.measure(cfg, {n}, {seconds})))"]
         out = subprocess.run(cmd, input=cfg.model_dump_json(), capture_output=True, text=True,
