@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 FAKE = str(ROOT / "tests" / "fake_worker.py")
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leftovers")]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -209,16 +209,6 @@ def fake_run(tmp_path: Path) -> tuple[Path, dict[str, str]]:
                     GO2TRAIN_RENDER_CMD=json.dumps([PY, FAKE, "render", "{run_dir}", "{chunk}"]),
                     GO2TRAIN_GPU_PROBE_CMD="[]")
     return run, env
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(tmp_path):
-    yield
-    for p in procs_mentioning(tmp_path):
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
 
 
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 FAKE = str(ROOT / "tests" / "fake_worker.py")
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leftovers")]
 
 BASE = """[chunk]
 episodes = 50
@@ -84,16 +84,6 @@ def wait_for(pred, timeout=30.0, what="condition"):
             return val
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(tmp_path):
-    yield
-    for p in procs_mentioning(tmp_path):
-        try:
-            p.kill()
-        except Exception:
-            pass
 
 
 # ---------------------------------------------------------------------- the plan
