@@ -168,10 +168,15 @@ def _get(data: dict[str, Any], dotted: str) -> tuple[bool, Any]:
 
 
 def _put(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``section.key`` (any depth) in plain config data; a missing or non-table step becomes a
+    table (validation then names what is wrong, rather than a crash here)."""
     *path, key = dotted.split(".")
     cur = data
     for part in path:
-        cur = cur.setdefault(part, {})
+        nxt = cur.get(part)
+        if not isinstance(nxt, dict):
+            nxt = cur[part] = {}
+        cur = nxt
     cur[key] = value
 
 

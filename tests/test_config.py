@@ -338,6 +338,7 @@ def test_set_overrides_apply_in_order_typed_like_toml_and_count_as_explicit(tmp_
     ("nodot=1", "--set nodot=1: expected section.key=value"),
     ("ppo.n_steps", "--set ppo.n_steps: expected section.key=value"),
     ("env.command_vx=1", "--set env.command_vx=1: [env] command_vx was replaced by [command] vx_range"),
+    ("ppo.n_epochs.x.y=1", "--set ppo.n_epochs.x.y=1: [ppo] n_epochs: Input should be a valid integer"),
 ])
 def test_a_bad_set_item_is_one_line_naming_it(tmp_path, item, line):
     from go2train.config import ConfigError, load

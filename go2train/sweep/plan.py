@@ -200,26 +200,6 @@ def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data))
 
 
-def _put(data: dict[str, Any], dotted: str, value: Any) -> None:
-    *path, key = dotted.split(".")
-    cur = data
-    for part in path:
-        nxt = cur.get(part)
-        if not isinstance(nxt, dict):
-            nxt = cur[part] = {}
-        cur = nxt
-    cur[key] = value
-
-
-def _get(data: dict[str, Any], dotted: str, default: Any) -> Any:
-    cur: Any = data
-    for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return default
-        cur = cur[part]
-    return cur
-
-
 def _validate(data: dict[str, Any], source: str) -> None:
     try:
         config_mod.from_dict(data, source)
@@ -237,10 +217,10 @@ def make_trials(base: dict[str, Any], sets: list[SetSpec], seeds: int) -> list[T
     for s in sets:  # each value alone first: the error names the --set that carries it
         for text, value in zip(s.texts, s.values):
             data = _deep_copy(base)
-            _put(data, s.key, value)
+            config_mod._put(data, s.key, value)
             _validate(data, f"--set {s.key}={text}")
     labels = abbreviations(keys)
-    base_seeds = {k: int(_get(base, k, 0)) for k in SEED_KEYS}
+    base_seeds = {k: int(config_mod._get(base, k)[1] or 0) for k in SEED_KEYS}
     trials, names = [], set()
     for combo in itertools.product(*[list(zip(s.texts, s.values)) for s in sets]):
         texts = {k: t for k, (t, _) in zip(keys, combo)}
@@ -252,9 +232,9 @@ def make_trials(base: dict[str, Any], sets: list[SetSpec], seeds: int) -> list[T
             names.add(name)
             data = _deep_copy(base)
             for k, v in values.items():
-                _put(data, k, v)
+                config_mod._put(data, k, v)
             for k in SEED_KEYS:
-                _put(data, k, base_seeds[k] + seed)
+                config_mod._put(data, k, base_seeds[k] + seed)
             _validate(data, f"trial {name}")
             trials.append(Trial(name, values, texts, seed, data))
     return trials
