@@ -522,6 +522,7 @@ class PPOConfig(_Section):
 class ChunkConfig(_Section):
     episodes: int = Field(50, ge=1)
     max_episodes: int = Field(0, ge=0)  # 0 = until stopped
+    max_timesteps: int = Field(0, ge=0)  # 0 = no limit; else the run is done after the chunk reaching it
     resume_point_minutes: float = Field(5.0, gt=0)
     heartbeat_s: float = Field(5.0, gt=0, le=10)
 

@@ -7,7 +7,8 @@ nothing is written for bad input.
 Testing hooks (environment variables, JSON lists; ``{run_dir}`` is replaced by the absolute run
 directory, and ``{chunk}`` by the milestone in the render command):
 
-* ``GO2TRAIN_WORKER_CMD``  replaces ``python -m go2train train-chunk --run-dir RUN_DIR [--config P]``
+* ``GO2TRAIN_WORKER_CMD``  replaces ``python -m go2train train-chunk --run-dir RUN_DIR``; the worker's
+  ``[--config P] [--set K=V ...]`` are appended to it, as to the real command
 * ``GO2TRAIN_RENDER_CMD``  replaces ``python -m go2train video --chunk N --run-dir RUN_DIR [--config P]``
 * ``GO2TRAIN_GPU_PROBE_CMD`` replaces the pynvml probe (stdout: MiB in use, or ``null``);
   ``[]`` disables GPU probing.
@@ -78,7 +79,7 @@ def worker_command(run_dir: Path, config: Path | None = None, overrides: Sequenc
     if cmd is not None:
         if not cmd:
             raise CommandError("GO2TRAIN_WORKER_CMD must not be empty")
-        return cmd
+        return cmd + _config_args(config, overrides)
     return [sys.executable, "-m", "go2train", "train-chunk", "--run-dir", str(run_dir)] + _config_args(config, overrides)
 
 

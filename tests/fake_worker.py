@@ -19,6 +19,9 @@ Worker actions (attempt n uses attempts[n-1], else "default"):
             loop with a live heartbeat thread), with a grandchild `sleep` in its process group
   silent    never write a heartbeat; sleep
   long      train until SIGTERM (then exit 4, like the real worker); "ignore_term": true ignores it
+Like the real worker, it honours `--set chunk.max_timesteps=T` on its command line (the supervisor
+appends the daemon's --set items): it exits 3 (run complete) without training once the newest chunk
+record's timesteps_total reaches T, and 3 instead of 0 after an "ok" chunk that reaches it.
 "phases": [["importing", 0.1], ["compiling_kernels", 0.3]] first walks through start-up phases
 (heartbeat phase names, frozen timesteps), after start_s.
 Config (off unless the script says "config": true): the worker reads RUN_DIR/go2train.toml at its
@@ -99,6 +102,28 @@ def last_chunk(run: Path) -> int:
     return best
 
 
+def total_timesteps(run: Path) -> int:
+    prev = last_chunk(run)
+    if not prev:
+        return 0
+    try:
+        rec = json.loads((run / "logs" / "chunks" / f"chunk_{prev:06d}.json").read_text())
+        return int(rec.get("timesteps_total") or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def max_timesteps(argv: list[str]) -> int:
+    """``--set chunk.max_timesteps=T`` among the appended worker arguments (0: none)."""
+    for flag, item in zip(argv, argv[1:]):
+        if flag == "--set" and item.startswith("chunk.max_timesteps="):
+            return int(item.split("=", 1)[1])
+    return 0
+
+
+MAX_TIMESTEPS = max_timesteps(sys.argv)
+
+
 class Worker:
     def __init__(self, run: Path, chunk: int):
         self.run = run
@@ -138,14 +163,9 @@ class Worker:
     def finish(self, code: int) -> None:
         self.phase = "saving"
         if code == 0:
-            prev = last_chunk(self.run)
-            prev_total = 0
-            if prev:
-                try:
-                    rec = json.loads((self.run / "logs" / "chunks" / f"chunk_{prev:06d}.json").read_text())
-                    prev_total = int(rec.get("timesteps_total") or 0)
-                except (OSError, ValueError):
-                    pass
+            prev_total = total_timesteps(self.run)
+            if MAX_TIMESTEPS and prev_total + self.timesteps >= MAX_TIMESTEPS:
+                code = 3
             atomic_write(self.run / "logs" / "chunks" / f"chunk_{self.chunk:06d}.json", {
                 "chunk": self.chunk, "episodes": 1, "timesteps": self.timesteps,
                 "timesteps_total": prev_total + self.timesteps,
@@ -163,6 +183,8 @@ def worker(run: Path) -> None:
     attempts = script.get("attempts", [])
     act = attempts[n - 1] if n <= len(attempts) else script.get("default", {"do": "done"})
     do = act.get("do", "ok")
+    if MAX_TIMESTEPS and total_timesteps(run) >= MAX_TIMESTEPS:
+        do = "done"  # the run is complete: train nothing
     chunk = last_chunk(run) + int(script.get("episodes", 50))
     log(run, n=n, do=do, chunk=chunk, act=act)
     print(f"fake worker attempt {n} pid {os.getpid()}: {do} chunk {chunk}", file=sys.stderr, flush=True)

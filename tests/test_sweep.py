@@ -178,11 +178,14 @@ def test_two_seed_sweep_survives_segfaults_runs_to_done_and_shows_status(tmp_pat
         assert b["state"] == "done" and b["reason"] == "timesteps" and b["timesteps"] >= 2000
         exits = [e for e in read_jsonl(run / "logs" / "events.jsonl") if e["event"] == "exit"]
         assert (exits[0]["signal"], exits[0]["reason"]) == ("SIGSEGV", "crash")
-        # the budget stopped it: its worker with a resume point, or between two workers
-        assert exits[-1]["reason"] in ("stopped", "chunk_done")
-        assert read_json(run / "logs" / "state.json")["state"] == "STOPPED"
+        # the budget is the run's [chunk] max_timesteps: its worker ended the run after the chunk
+        # that reached it (the runner's own check is only the backstop)
+        assert (exits[-1]["code"], exits[-1]["reason"]) == (3, "run_complete")
+        assert read_json(run / "logs" / "state.json")["state"] == "DONE"
         cs = chunks(run)
         assert cs == list(range(50, 50 * len(cs) + 1, 50))  # contiguous, none twice
+        totals = [read_json(run / "logs" / "chunks" / f"chunk_{c:06d}.json")["timesteps_total"] for c in cs]
+        assert totals[-1] >= 2000 and all(t < 2000 for t in totals[:-1])  # not one chunk past the budget
         assert f"seed = {seed}" in (run / "go2train.toml").read_text()
 
     res = cli("sweep", "status", "--json", cwd=proj)
@@ -190,12 +193,12 @@ def test_two_seed_sweep_survives_segfaults_runs_to_done_and_shows_status(tmp_pat
     snap = json.loads(res.stdout)
     assert not snap["running"] and snap["counts"] == {"done": 2}
     for row in snap["trials"]:
-        assert (row["sweep_state"], row["state"], row["restarts"]) == ("done", "STOPPED", 1)
+        assert (row["sweep_state"], row["state"], row["restarts"]) == ("done", "DONE", 1)
         assert row["timesteps"] >= 2000 and row["chunk"] >= 50
     table = cli("sweep", "status", cwd=proj).stdout
     assert "seed0" in table and "seed1" in table and "2 done" in table
     res = cli("status", "--run-dir", str(sweep), "--once")  # the status TUI on a sweep dir: the table
-    assert res.returncode == 0 and "seed1" in res.stdout and "STOPPED" in res.stdout
+    assert res.returncode == 0 and "seed1" in res.stdout and "DONE" in res.stdout
 
     # eval --sweep: no checkpoints from the fake worker, so no figures; time to walk: not yet
     res = cli("eval", "--sweep", str(sweep), "--json", cwd=proj)
@@ -271,7 +274,7 @@ def test_stop_leaves_resumable_trials_and_a_second_start_finishes_them(tmp_path)
     assert chunks(seed0) == done_chunks  # the done trial was not run again
     assert (seed0 / "fake_attempts").stat().st_size == done_attempts
     assert chunks(run1) == [50]  # resumed: its second worker trained the chunk, once
-    assert [e["code"] for e in read_jsonl(run1 / "logs" / "events.jsonl") if e["event"] == "exit"][:2] == [4, 0]
+    assert [e["code"] for e in read_jsonl(run1 / "logs" / "events.jsonl") if e["event"] == "exit"][:2] == [4, 3]
     assert not procs_mentioning(tmp_path)
 
 

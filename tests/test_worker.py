@@ -231,6 +231,10 @@ def step_06_a_complete_run_trains_nothing_and_announces_no_chunk(run, tmp_path):
     assert hb["phase"] == "exiting" and hb["chunk"] is None  # no 0 flag: None, nothing to train
     assert run.chunk_records() == records  # nothing trained, no record
     assert "run complete: chunk 2 reached max_episodes 2" in run.worker_log.read_text()
+    p = run_worker(run.root, "--set", "chunk.max_timesteps=1")  # any trained chunk reaches it
+    assert p.returncode == exitcodes.RUN_COMPLETE, p.stderr[-2000:]
+    assert run.chunk_records() == records
+    assert "run complete: chunk 2 reached max_timesteps 1 (" in run.worker_log.read_text()
 
 
 def step_07_tensorboard_after_the_resumes(run, tmp_path):
@@ -295,6 +299,11 @@ def test_the_worker_alone_decides_its_chunk(tmp_path):
     assert (w.prev_milestone, w.chunk) == (2, 4) and w.heartbeat()["chunk"] == 4
     w._decide_chunk(4)  # the run is complete: nothing to train
     assert (w.prev_milestone, w.chunk) == (4, None) and w.heartbeat()["chunk"] is None
+    w.cfg = load(None, rd.root, overrides=["chunk.max_episodes=0", "chunk.max_timesteps=1000"])
+    w._decide_chunk(2, 999)
+    assert w.chunk == 4  # below the timestep limit
+    w._decide_chunk(2, 1000)  # the newest chunk reached [chunk] max_timesteps
+    assert w.chunk is None and not w._complete(2, 999) and w._complete(2, 1000)
 
 
 # ---------------------------------------------------------------- the scenario, order-independent

@@ -171,10 +171,14 @@ def _stop_timeout(rd: RunDir) -> float:
         return 70.0
 
 
-def _start_supervisor(rd: RunDir, name: str) -> subprocess.Popen:
-    """``go2train daemon run`` for the trial, behind the PDEATHSIG wrapper, output to logs/daemon.log."""
+def _start_supervisor(rd: RunDir, name: str, budget: Budget) -> subprocess.Popen:
+    """``go2train daemon run`` for the trial, behind the PDEATHSIG wrapper, output to logs/daemon.log.
+    A timestep budget is also the run's ``[chunk] max_timesteps``: the trial's own workers end the
+    run after the chunk that reaches it, however late this loop looks."""
     cmd = [sys.executable, "-c", _PDEATH, str(os.getpid()),
            sys.executable, "-m", "go2train", "daemon", "run", "--run-dir", str(rd.root)]
+    if budget.timesteps:
+        cmd += ["--set", f"chunk.max_timesteps={int(budget.timesteps)}"]
     with open(rd.daemon_log, "ab") as log:
         log.write(f"\n===== go2train sweep trial {name} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()
@@ -219,7 +223,7 @@ def run_trial(spec: dict[str, Any], stop: threading.Event, poll_s: float = POLL_
     spent = budget.spent(timesteps_trained(rd), elapsed0)
     if spent:  # spent before this start (stopped right after the last chunk)
         return _book(path, book, state="done", reason=spent, timesteps=timesteps_trained(rd))
-    sup = _start_supervisor(rd, spec["name"])
+    sup = _start_supervisor(rd, spec["name"], budget)
     t0 = last_book = time.monotonic()
     _book(path, book, state="running", reason=None, host=socket.gethostname(), actor_pid=os.getpid(),
           supervisor_pid=sup.pid, started=time.time(), timesteps=timesteps_trained(rd), elapsed_s=elapsed0)
@@ -237,6 +241,8 @@ def run_trial(spec: dict[str, Any], stop: threading.Event, poll_s: float = POLL_
             _book(path, book, timesteps=ts, elapsed_s=round(elapsed, 1))
             last_book = time.monotonic()
         stop.wait(poll_s)
+    if reason is None and budget.spent(timesteps_trained(rd), 0.0) == "timesteps":
+        reason = "timesteps"  # the run ended itself at [chunk] max_timesteps = the budget
     return _book(path, book, **_outcome(rd, reason, rc), timesteps=timesteps_trained(rd), rc=rc,
                  elapsed_s=round(elapsed0 + time.monotonic() - t0, 1), supervisor_pid=None,
                  trial_state=(read_json(rd.state) or {}).get("state"))

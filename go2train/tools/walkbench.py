@@ -92,7 +92,8 @@ def main(config: Path | None, minutes: float, run_dir: Path | None, episodes: in
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupted)
-    sup = subprocess.Popen([sys.executable, "-m", "go2train", "daemon", "run", "--run-dir", str(rd.root)],
+    limit = ["--set", f"chunk.max_timesteps={timesteps}"] if timesteps else []  # the run ends itself there
+    sup = subprocess.Popen([sys.executable, "-m", "go2train", "daemon", "run", "--run-dir", str(rd.root), *limit],
                            stdout=subprocess.DEVNULL, stderr=open(rd.root / "walkbench.log", "ab"),
                            start_new_session=True)
     try:

@@ -388,25 +388,33 @@ class Worker:
         venv = self._start_up()
         model = self._resume(venv)
         if self.chunk is None:
-            log.info("run complete: chunk %d reached max_episodes %d", self.prev_milestone,
-                     self.cfg.chunk.max_episodes)
+            c = self.cfg.chunk
+            limit = (f"max_episodes {c.max_episodes}" if c.max_episodes and self.prev_milestone >= c.max_episodes
+                     else f"max_timesteps {c.max_timesteps:,} ({int(self.base['timesteps']):,} trained)")
+            log.info("run complete: chunk %d reached %s", self.prev_milestone, limit)
             return self._exit(exitcodes.RUN_COMPLETE)
         self._prepare(model, venv)
         train_s = self._train()
         if self.stop_requested and self.episodes < self.target_episodes:
             return self._exit(exitcodes.STOPPED)
         self._finish_chunk(venv, train_s)
-        if self.cfg.chunk.max_episodes and self.chunk >= self.cfg.chunk.max_episodes:
+        if self._complete(self.chunk, int(self.model.num_timesteps)):
             return self._exit(exitcodes.RUN_COMPLETE)
         return self._exit(exitcodes.CHUNK_DONE)
 
-    def _decide_chunk(self, prev_milestone: int) -> None:
-        """Build on chunk ``prev_milestone`` (0: none): train towards the next milestone, or nothing
-        (``chunk`` None) when the run already reached ``[chunk] max_episodes``."""
+    def _complete(self, milestone: int, timesteps: int) -> bool:
+        """Whether a run whose newest chunk is ``milestone`` (``timesteps`` trained) is done:
+        ``[chunk] max_episodes`` or ``max_timesteps`` reached (0 = that limit is off)."""
         c = self.cfg.chunk
+        return bool(c.max_episodes and milestone >= c.max_episodes) or \
+            bool(c.max_timesteps and timesteps >= c.max_timesteps)
+
+    def _decide_chunk(self, prev_milestone: int, prev_timesteps: int = 0) -> None:
+        """Build on chunk ``prev_milestone`` (0: none; ``prev_timesteps`` trained): train towards
+        the next milestone, or nothing (``chunk`` None) when the run is already complete."""
         self.prev_milestone = prev_milestone
-        done = bool(c.max_episodes) and prev_milestone >= c.max_episodes
-        self.chunk = None if done else prev_milestone + c.episodes
+        done = prev_milestone > 0 and self._complete(prev_milestone, prev_timesteps)
+        self.chunk = None if done else prev_milestone + self.cfg.chunk.episodes
 
     def _start_up(self):
         """Import the stack, initialise Genesis, build the batched scene; returns the VecEnv."""
@@ -440,7 +448,7 @@ class Worker:
         manifest, model = checkpoint.newest_valid_chunk(
             rd, lambda m: self._load(m, venv), log=log.warning, fatal=(ConfigError,)
         )
-        self._decide_chunk(manifest["chunk"] if manifest else 0)
+        self._decide_chunk(manifest["chunk"] if manifest else 0, int(manifest["timesteps"]) if manifest else 0)
         self.base = self.src = manifest
         path = rd.models / f"{checkpoint.RESUME}.json"
         rm = (read_json(path, {}) or {}) if path.exists() else {}
