@@ -158,7 +158,8 @@ def _fmt(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
-def _get(data: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+def get_key(data: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    """``(True, value)`` of ``section.key`` (any depth) in plain config data, ``(False, None)`` if absent."""
     cur: Any = data
     for part in dotted.split("."):
         if not isinstance(cur, dict) or part not in cur:
@@ -167,7 +168,7 @@ def _get(data: dict[str, Any], dotted: str) -> tuple[bool, Any]:
     return True, cur
 
 
-def _put(data: dict[str, Any], dotted: str, value: Any) -> None:
+def put_key(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``section.key`` (any depth) in plain config data; a missing or non-table step becomes a
     table (validation then names what is wrong, rather than a crash here)."""
     *path, key = dotted.split(".")
@@ -649,7 +650,7 @@ def from_dict(data: dict[str, Any], source: str = "<config>", *, stored: bool = 
     return cfg
 
 
-def _read(path: str | Path | None, run_dir: str | Path | None) -> tuple[dict[str, Any], str]:
+def read_toml(path: str | Path | None, run_dir: str | Path | None) -> tuple[dict[str, Any], str]:
     if path is None and run_dir is not None:
         candidate = Path(run_dir) / CONFIG_FILENAME
         if candidate.exists():
@@ -685,11 +686,11 @@ def resolve(data: dict[str, Any], source: str = "defaults", run_dir: str | Path 
     applied: dict[str, Any] = {}
     explicit: list[str] = []
     for key, value in GPU_PROFILE.items():
-        if _get(data, key)[0]:
+        if get_key(data, key)[0]:
             explicit.append(key)
             continue
         if (backend if key in MACHINE_KEYS else profile) == "gpu":
-            _put(merged, key, value)
+            put_key(merged, key, value)
             applied[key] = value
     cfg = (from_dict(merged, f"{source} with the GPU profile ({', '.join(applied)})")
            if applied else explicit_cfg)
@@ -732,10 +733,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str 
         parts = key.split(".")
         if not sep or len(parts) < 2 or not all(p.strip() for p in parts):
             raise ConfigError(f"--set {item}: expected section.key=value, e.g. ppo.learning_rate=3e-4")
-        found, parent = _get(out, ".".join(parts[:-1]))
+        found, parent = get_key(out, ".".join(parts[:-1]))
         if found and not isinstance(parent, dict):
             raise ConfigError(f"--set {item}: {'.'.join(parts[:-1])} is a key, not a section")
-        _put(out, key, _override_value(raw.strip()))
+        put_key(out, key, _override_value(raw.strip()))
         from_dict(out, f"--set {item}")
     return out
 
@@ -745,7 +746,7 @@ def load(path: str | Path | None = None, run_dir: str | Path | None = None, *, g
     """Load the effective config: ``path``, else ``run_dir/go2train.toml``, else defaults, then the
     ``--set`` ``overrides`` (:func:`apply_overrides`; they count as set explicitly); keys still not
     set take the profile's value (:func:`resolve`)."""
-    data, source = _read(path, run_dir)
+    data, source = read_toml(path, run_dir)
     if overrides:
         data = apply_overrides(data, overrides, source)
         source = f"{source} + --set {' '.join(overrides)}"

@@ -123,7 +123,7 @@ def evaluate_trials(sd: SweepDir, doc: dict[str, Any], episodes: int) -> list[di
         if rd.checkpoints():
             from go2train.tools import evaluate as ev
 
-            with ev._stdout_to_stderr():
+            with ev.stdout_to_stderr():
                 (r,) = ev.evaluate_many(rd.root, ["latest"], episodes=episodes)
             row.update(chunk=r["chunk"], eval={name: get(r) for name, get in FIGURES},
                        misses=walkbench.failed_criteria(r))

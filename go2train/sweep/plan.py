@@ -217,10 +217,10 @@ def make_trials(base: dict[str, Any], sets: list[SetSpec], seeds: int) -> list[T
     for s in sets:  # each value alone first: the error names the --set that carries it
         for text, value in zip(s.texts, s.values):
             data = _deep_copy(base)
-            config_mod._put(data, s.key, value)
+            config_mod.put_key(data, s.key, value)
             _validate(data, f"--set {s.key}={text}")
     labels = abbreviations(keys)
-    base_seeds = {k: int(config_mod._get(base, k)[1] or 0) for k in SEED_KEYS}
+    base_seeds = {k: int(config_mod.get_key(base, k)[1] or 0) for k in SEED_KEYS}
     trials, names = [], set()
     for combo in itertools.product(*[list(zip(s.texts, s.values)) for s in sets]):
         texts = {k: t for k, (t, _) in zip(keys, combo)}
@@ -232,9 +232,9 @@ def make_trials(base: dict[str, Any], sets: list[SetSpec], seeds: int) -> list[T
             names.add(name)
             data = _deep_copy(base)
             for k, v in values.items():
-                config_mod._put(data, k, v)
+                config_mod.put_key(data, k, v)
             for k in SEED_KEYS:
-                config_mod._put(data, k, base_seeds[k] + seed)
+                config_mod.put_key(data, k, base_seeds[k] + seed)
             _validate(data, f"trial {name}")
             trials.append(Trial(name, values, texts, seed, data))
     return trials
@@ -295,7 +295,7 @@ def read_base(config: Path | None, cwd: Path | None = None) -> tuple[dict[str, A
     if config is None and not path.exists():
         return {}, "defaults"
     try:
-        data, source = config_mod._read(path, None)
+        data, source = config_mod.read_toml(path, None)
         config_mod.resolve(data, source)
     except ConfigError as exc:
         raise PlanError(str(exc)) from None

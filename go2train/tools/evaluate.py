@@ -716,7 +716,7 @@ def to_json(results: list[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------- the command
 @contextlib.contextmanager
-def _stdout_to_stderr():
+def stdout_to_stderr():
     """Simulator chatter (Genesis logs to stdout, compilers print to fd 1) goes to stderr while we
     evaluate, so stdout carries only the table or the JSON."""
     sys.stdout.flush()
@@ -756,7 +756,7 @@ def main(run_dir: str | Path, manifests: list[dict[str, Any]], episodes: int, js
         for line in m.get("_skipped_damaged", []):
             print(f"go2train: skipped damaged checkpoint {line}", file=sys.stderr)
     try:
-        with _stdout_to_stderr():
+        with stdout_to_stderr():
             results = [evaluate(run_dir, m["chunk"], episodes, manifest=m, push=push) for m in manifests]
             _log_tensorboard(run_dir, manifests, results, push)
     except EvalError as exc:
