@@ -651,6 +651,8 @@ def from_dict(data: dict[str, Any], source: str = "<config>", *, stored: bool = 
 
 
 def read_toml(path: str | Path | None, run_dir: str | Path | None) -> tuple[dict[str, Any], str]:
+    """The plain data of ``path`` (else ``run_dir``'s go2train.toml, else none) and its source name
+    ("defaults" when there is no file); one-line :class:`ConfigError` for unreadable or bad TOML."""
     if path is None and run_dir is not None:
         candidate = Path(run_dir) / CONFIG_FILENAME
         if candidate.exists():
