@@ -235,6 +235,9 @@ def eval_cmd(
     compare: Optional[str] = typer.Option(None, "--compare", help="Comma-separated chunks side by side, e.g. 50,250,500."),
     push: bool = typer.Option(False, "--push", help="Push test: 0.5 m/s kicks every 4 s, randomisation on (docs/EVAL.md)."),
     sweep: Optional[Path] = typer.Option(None, "--sweep", help="Compare the trials of a sweep directory (docs/SWEEP.md)."),
+    command: Optional[list[str]] = typer.Option(
+        None, "--command", help="Evaluate this command 'vx,vy,yaw' (m/s, m/s, rad/s) instead of the grid; "
+        "repeatable, the first is the reference."),
 ) -> None:
     """Measure a checkpoint's policy on the fixed command grid (tracking error per command) against a
     stand-still baseline; flag a lazy optimum (docs/EVAL.md)."""
@@ -252,9 +255,10 @@ def eval_cmd(
         if chunk is not None or not wanted:
             wanted.append(ev.parse_chunk(chunk if chunk is not None else "latest"))
         manifests = ev.resolve_chunks(run_dir, list(dict.fromkeys(wanted)))  # checked before any simulation
+        commands = [ev.parse_command(c) for c in command or []]
     except ev.EvalError as exc:
         fail(str(exc))
-    raise typer.Exit(ev.main(run_dir, manifests, episodes, json_out, push))
+    raise typer.Exit(ev.main(run_dir, manifests, episodes, json_out, push, commands))
 
 
 @app.command("video")

@@ -232,7 +232,38 @@ def test_cli_compare_json_and_table(run_dir, trained, zero):
     assert "YES" in res.stdout and "term height" in res.stdout
     assert "command grid" in res.stdout and "turn left 0.8" in res.stdout and "mean lin error" in res.stdout
     res = runner.invoke(app, ["eval", "--run-dir", str(run_dir), "--chunk", "2", "--cmd", "0.5"])
-    assert res.exit_code == 2  # issue 13: eval runs the fixed grid; there is no command to choose
+    assert res.exit_code == 2  # no such option (the old single command is `--command`, below)
+
+
+def test_eval_command_replaces_the_grid(run_dir, trained):
+    """`eval --command vx,vy,yaw` (repeatable): those commands instead of the grid, the first the
+    reference (a policy trained on one command is judged at that command)."""
+    from typer.testing import CliRunner
+
+    from go2train.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "--run-dir", str(run_dir), "--chunk", "1", "--episodes", str(EPISODES),
+                              "--json", "--command", "0.5", "--command", "0,0,0.8"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)  # one chunk: one object
+    assert [row["command"] for row in r["grid"]] == [[0.5, 0.0, 0.0], [0.0, 0.0, 0.8]]
+    assert [row["name"] for row in r["grid"]] == ["command +0.50,+0.00,+0.00", "command +0.00,+0.00,+0.80"]
+    assert r["reference"] == r["grid"][0]["name"] and r["cmd_vx"] == 0.5 and r["robots"] == 2 * EPISODES
+    assert [row["command"] for row in r["baseline_grid"]] == [row["command"] for row in r["grid"]]
+    for row in r["grid"] + r["baseline_grid"]:
+        vx, vy, yaw = row["command"]
+        assert row["lin_error"] >= math.hypot(vx - row["vx"], vy - row["vy"]) - 1e-6, row
+    assert r["summary"]["reference_vx"] == r["grid"][0]["vx"] and r["summary"]["yaw_error_turning"] == r["grid"][1]["yaw_error"]
+    assert r["policy"]["forward_speed"] != trained["policy"]["forward_speed"]  # not the grid's forward 0.6
+    res = runner.invoke(app, ["eval", "--run-dir", str(run_dir), "--chunk", "1", "--episodes", str(EPISODES),
+                              "--command", "0.5,0"], env={"COLUMNS": "160"})
+    assert res.exit_code == 0 and "command +0.50,+0.00,+0.00" in res.stdout and "turn left" not in res.stdout
+    for bad in ("fast", "1,2,3,4", "nan", "9"):
+        p = _go2train("eval", "--run-dir", str(run_dir), "--chunk", "1", "--command", bad)
+        assert p.returncode == 2 and p.stdout == "", (bad, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--command takes vx,vy,yaw" in lines[0] and repr(bad) in lines[0], p.stderr
 
 
 def test_cli_bad_chunk_is_one_line(run_dir, tmp_path):

@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,12 +190,36 @@ REFERENCE = "forward 0.6"
 MOVE_EPS = 0.1  # a command component smaller than this asks for nothing (as Go2Env.MOVE_EPS)
 
 
-def grid_commands(per_command: int) -> list[tuple[float, float, float]]:
-    """One command per robot: ``per_command`` robots for each grid command, in GRID order."""
-    return [cmd for _, cmd in GRID for _ in range(per_command)]
+Grid = Sequence[tuple[str, tuple[float, float, float]]]
 
 
-def grid_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def command_grid(commands: Sequence[Sequence[float]] | None) -> tuple[Grid, str]:
+    """The grid and its reference command: :data:`GRID` and :data:`REFERENCE`, or (``eval
+    --command``) the given commands, named by their values, the first one the reference."""
+    if not commands:
+        return GRID, REFERENCE
+    grid = tuple((f"command {c[0]:+.2f},{c[1]:+.2f},{c[2]:+.2f}", (float(c[0]), float(c[1]), float(c[2])))
+                 for c in commands)
+    return tuple(dict(grid).items()), grid[0][0]
+
+
+def parse_command(value: str) -> tuple[float, float, float]:
+    """``--command "vx,vy,yaw"`` (m/s, m/s, rad/s; ``"0.5"`` = forward only); EvalError (one line) otherwise."""
+    try:
+        parts = [float(x) for x in str(value).split(",")]
+    except ValueError:
+        parts = []
+    if not 1 <= len(parts) <= 3 or not all(math.isfinite(x) and abs(x) <= 6.0 for x in parts):
+        raise EvalError(f"--command takes vx,vy,yaw (m/s, m/s, rad/s; each within +-6), got {value!r}")
+    return tuple(parts + [0.0] * (3 - len(parts)))  # type: ignore[return-value]
+
+
+def grid_commands(per_command: int, grid: Grid = GRID) -> list[tuple[float, float, float]]:
+    """One command per robot: ``per_command`` robots for each grid command, in grid order."""
+    return [cmd for _, cmd in grid for _ in range(per_command)]
+
+
+def grid_summary(rows: list[dict[str, Any]], reference: str = REFERENCE) -> dict[str, Any]:
     """The grid in a few figures: mean linear tracking error over the moving commands (all but
     stand still), mean yaw-rate error over the turns, the command with the largest linear error,
     the least progress along any moving command (:func:`command_progress`) and which, the lowest
@@ -202,7 +227,7 @@ def grid_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     moving = [r for r in rows if r["name"] != "stand still"]
     turns = [r for r in rows if abs(r["command"][2]) > MOVE_EPS]
     worst = max(moving, key=lambda r: r["lin_error"]) if moving else None
-    ref = next((r for r in rows if r["name"] == REFERENCE), None)
+    ref = next((r for r in rows if r["name"] == reference), None)
     prog = [(p, r["name"]) for r in moving if (p := command_progress(r)) is not None]
     least = min(prog) if prog else (None, None)
     return {
@@ -255,10 +280,10 @@ _SCENES: dict[str, Any] = {}
 _BASELINES: dict[str, dict[str, Any]] = {}
 
 
-def _eval_config(stored: dict[str, Any], episodes: int) -> Config:
+def _eval_config(stored: dict[str, Any], episodes: int, n_commands: int = len(GRID)) -> Config:
     """The stored config with one robot per (grid command, episode)."""
     cfg = from_dict(copy.deepcopy(stored))
-    cfg.env.n_envs = int(episodes) * len(GRID)
+    cfg.env.n_envs = int(episodes) * n_commands
     return cfg
 
 
@@ -456,12 +481,12 @@ def _figures(P: dict[str, Any], mask) -> dict[str, Any]:
     }
 
 
-def _grid_rows(P: dict[str, Any], per_command: int) -> list[dict[str, Any]]:
+def _grid_rows(P: dict[str, Any], per_command: int, grid: Grid = GRID) -> list[dict[str, Any]]:
     """One row per grid command: achieved vx, vy (own frame, m/s), yaw rate (rad/s), the tracking
     errors |cmd_xy - v_xy| and |cmd_yaw - w_z| (means over alive samples), survival, tilt, reward."""
     rows = []
     s = P["s"]
-    for g, (name, cmd) in enumerate(GRID):
+    for g, (name, cmd) in enumerate(grid):
         sl = slice(g * per_command, (g + 1) * per_command)
         tot = max(float(P["alive_steps"][sl].sum()), 1.0)
         mean = lambda k: float(s[k][sl].sum()) / tot  # noqa: E731
@@ -475,10 +500,10 @@ def _grid_rows(P: dict[str, Any], per_command: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _group_mask(P: dict[str, Any], name: str, per_command: int):
+def _group_mask(P: dict[str, Any], name: str, per_command: int, grid: Grid = GRID):
     import torch
 
-    g = [n for n, _ in GRID].index(name)
+    g = [n for n, _ in grid].index(name)
     mask = torch.zeros(P["surv"].shape[0], dtype=torch.bool, device=P["surv"].device)
     mask[g * per_command : (g + 1) * per_command] = True
     return mask
@@ -517,6 +542,7 @@ def evaluate(
     episodes: int = 8,
     manifest: dict[str, Any] | None = None,
     push: bool = False,
+    commands: Sequence[Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate chunk ``chunk`` (int or ``"latest"``) of ``run_dir`` on the command grid; see
     docs/EVAL.md. ``episodes`` robots per grid command, all in one scene.
@@ -525,7 +551,9 @@ def evaluate(
     "episode_steps", "dt", "timesteps", "episodes_total", "skipped_damaged", "grid": [rows],
     "baseline_grid": [rows], "summary", "policy": figs, "baseline": figs (both on the reference
     command), "lazy_optimum": bool, "seconds", "scene_reused", "push"}``. ``push``: the push test
-    (docs/EVAL.md). Raises EvalError (one line) for a bad chunk or a damaged checkpoint.
+    (docs/EVAL.md). ``commands``: (vx, vy, yaw) triples evaluated instead of the grid (``eval
+    --command``; the first is the reference). Raises EvalError (one line) for a bad chunk or a
+    damaged checkpoint.
     """
     from go2train.sim.env import init_genesis
 
@@ -536,14 +564,15 @@ def evaluate(
     if manifest is None:
         manifest = resolve_chunk(rd, chunk)
     stored = _check_config(manifest)
-    cfg = _eval_config(stored.to_dict(), episodes)
+    grid, reference = command_grid(commands)
+    cfg = _eval_config(stored.to_dict(), episodes, len(grid))
     if push:  # the default randomisation, a PUSH_VEL kick every PUSH_INTERVAL_S, PUSH_COUNT kicks + 2 s
         cfg.domain_rand = DomainRandConfig(push_interval_s=PUSH_INTERVAL_S, push_vel=PUSH_VEL)
         cfg.env.episode_steps = round((PUSH_COUNT * PUSH_INTERVAL_S + 2.0) / cfg.env.dt)
     steps = cfg.env.episode_steps
     k = int(episodes)
-    commands = grid_commands(k)
-    ref_cmd = dict(GRID)[REFERENCE]
+    robot_cmds = grid_commands(k, grid)
+    ref_cmd = dict(grid)[reference]
     # One step more than the episode, so no robot is truncated (and auto-reset) before we read its
     # final state: every robot runs exactly `steps` steps and we stop.
     cfg.env.episode_steps = steps + 1
@@ -552,35 +581,36 @@ def evaluate(
     reused = _scene_key(cfg) in _SCENES
     env = _get_env(cfg)
     act = _load_policy(rd, manifest, cfg, env)
-    P = _run_pass(env, _eval_config(cfg.to_dict(), episodes), steps, commands, act)
-    ref = _group_mask(P, REFERENCE, k)
-    policy, grid = _figures(P, ref), _grid_rows(P, k)
+    P = _run_pass(env, _eval_config(cfg.to_dict(), episodes, len(grid)), steps, robot_cmds, act)
+    ref = _group_mask(P, reference, k, grid)
+    policy, rows = _figures(P, ref), _grid_rows(P, k, grid)
 
     bkey = json.dumps([_scene_key(cfg), cfg.reward.model_dump(mode="json"), cfg.command.model_dump(mode="json"),
-                       cfg.termination.model_dump(mode="json"), cfg.domain_rand.model_dump(mode="json"), steps, k], sort_keys=True)
+                       cfg.termination.model_dump(mode="json"), cfg.domain_rand.model_dump(mode="json"), steps, k,
+                       grid], sort_keys=True)
     if bkey not in _BASELINES:
-        B = _run_pass(env, _eval_config(cfg.to_dict(), episodes), steps, commands, None)
-        _BASELINES[bkey] = {"figures": _figures(B, ref), "grid": _grid_rows(B, k)}
+        B = _run_pass(env, _eval_config(cfg.to_dict(), episodes, len(grid)), steps, robot_cmds, None)
+        _BASELINES[bkey] = {"figures": _figures(B, ref), "grid": _grid_rows(B, k, grid)}
     baseline, baseline_grid = _BASELINES[bkey]["figures"], _BASELINES[bkey]["grid"]
-    for row, base in zip(grid, baseline_grid):
+    for row, base in zip(rows, baseline_grid):
         row["baseline_reward"] = base["reward"]
         row["lazy"] = is_lazy_command(row, base)
     return {
         "chunk": manifest.get("chunk"),
         "name": manifest.get("name"),
         "run_dir": str(rd.root),
-        "reference": REFERENCE,
+        "reference": reference,
         "cmd_vx": ref_cmd[0],
         "episodes": k,
-        "robots": len(commands),
+        "robots": len(robot_cmds),
         "episode_steps": steps,
         "dt": cfg.env.dt,
         "timesteps": manifest.get("timesteps"),
         "episodes_total": manifest.get("episodes_total"),
         "skipped_damaged": manifest.get("_skipped_damaged", []),
-        "grid": grid,
+        "grid": rows,
         "baseline_grid": baseline_grid,
-        "summary": grid_summary(grid),
+        "summary": grid_summary(rows, reference),
         "policy": policy,
         "baseline": baseline,
         "lazy_optimum": is_lazy_optimum(policy, baseline, ref_cmd[0]),
@@ -649,7 +679,8 @@ def grid_table(results: list[dict[str, Any]]):
         t.add_column(f"{head}achieved vx vy yaw", justify="right")
         t.add_column("err lin/yaw", justify="right")
         t.add_column("surv", justify="right")
-    for i, (name, cmd) in enumerate(GRID):
+    for i, row0 in enumerate(r0["grid"]):
+        name, cmd = row0["name"], row0["command"]
         cells = []
         for r in results:
             row = r["grid"][i]
@@ -748,7 +779,8 @@ def _log_tensorboard(run_dir: str | Path, manifests: list[dict[str, Any]], resul
         tblog.log_checkpoint(rd, m, tblog.eval_scalars(r, kind), kind)
 
 
-def main(run_dir: str | Path, manifests: list[dict[str, Any]], episodes: int, json_out: bool, push: bool = False) -> int:
+def main(run_dir: str | Path, manifests: list[dict[str, Any]], episodes: int, json_out: bool, push: bool = False,
+         commands: Sequence[Sequence[float]] | None = None) -> int:
     """Evaluate resolved ``manifests`` in this process and print a table (or JSON). Exit code."""
     from go2train.run import exitcodes
 
@@ -757,8 +789,10 @@ def main(run_dir: str | Path, manifests: list[dict[str, Any]], episodes: int, js
             print(f"go2train: skipped damaged checkpoint {line}", file=sys.stderr)
     try:
         with stdout_to_stderr():
-            results = [evaluate(run_dir, m["chunk"], episodes, manifest=m, push=push) for m in manifests]
-            _log_tensorboard(run_dir, manifests, results, push)
+            results = [evaluate(run_dir, m["chunk"], episodes, manifest=m, push=push, commands=commands)
+                       for m in manifests]
+            if not commands:  # eval/* in TensorBoard is the grid's (a chosen command is a one-off)
+                _log_tensorboard(run_dir, manifests, results, push)
     except EvalError as exc:
         print(f"go2train: {exc}", file=sys.stderr)
         return exitcodes.CONFIG_ERROR

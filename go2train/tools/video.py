@@ -161,16 +161,17 @@ def draw_label(frame: np.ndarray, lines: Sequence[str], corner: str = "tl", scal
 
 
 def parse_command(value: str | None) -> tuple[float, float, float]:
-    """``"vx,vy,yaw"`` (m/s, m/s, rad/s; ``"0.5"`` = forward only) -> a command; None: the default."""
+    """``"vx,vy,yaw"`` (m/s, m/s, rad/s; ``"0.5"`` = forward only) -> a command; None: the default.
+    The same rule as ``eval --command`` (:func:`go2train.tools.evaluate.parse_command`)."""
+    from go2train.tools.evaluate import EvalError
+    from go2train.tools.evaluate import parse_command as parse
+
     if value is None:
         return DEFAULT_COMMAND
     try:
-        parts = [float(x) for x in str(value).split(",")]
-    except ValueError:
-        parts = []
-    if not 1 <= len(parts) <= 3 or not all(math.isfinite(x) and abs(x) <= 6.0 for x in parts):
-        raise VideoError(f"--command takes vx,vy,yaw (m/s, m/s, rad/s; each within +-6), got {value!r}")
-    return tuple(parts + [0.0] * (3 - len(parts)))  # type: ignore[return-value]
+        return parse(value)
+    except EvalError as exc:
+        raise VideoError(str(exc)) from None
 
 
 def frame_lines(milestone: int, sim_t: float, vel, cmd, dist: float, falls: int) -> list[str]:
