@@ -52,12 +52,18 @@ CONFIG_FILENAME = "go2train.toml"
 # The GPU profile: "section.key" -> value for keys the config file does not set, when the backend
 # resolves to the GPU. Everything not listed keeps its class default (the CPU profile). Values are
 # validated like a config file's, so a typo here fails loudly. N = 4096 with 24 steps per env and
-# 4 minibatches is rsl_rl's Go2 setting (docs/CHUNKS.md); the learning hyperparameters at this N are
-# being tuned: add them here.
+# 4 minibatches is rsl_rl's Go2 setting (docs/CHUNKS.md). The reward share: with 98,304 samples per
+# update PPO stays in the standing optimum that the CPU defaults' reward leaves at N = 256 (every
+# run of docs/TRAINING_LOG.md exp7/exp8); walking has to pay about twice what standing pays
+# (velocity tracking 6.0, seed 004's height term kept at weight 1.0) — exp10: walks within 10-15 M
+# timesteps at 4096 robots, two seeds.
 GPU_PROFILE: dict[str, Any] = {
     "env.n_envs": 4096,
     "ppo.batch_size": 24576,  # n_steps (24) * n_envs (4096) / 4 minibatches
     "ppo.device": "cuda",  # the update beside the simulator's tensors
+    "env.random_episode_start": True,  # rsl_rl's init_at_random_ep_len: time-outs out of lockstep
+    "reward.tracking_lin_vel": 6.0,  # CPU default 2.0
+    "reward.height.weight": 1.0,  # CPU default 2.5
 }
 # Profile keys that follow the machine a process runs on, not the run: a GPU run resumed on a
 # machine without one trains its PPO on the CPU, and a CPU run resumed on a GPU machine uses it.

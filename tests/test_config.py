@@ -134,8 +134,10 @@ CPU_DEFAULTS = {"env.n_envs": 256, "ppo.batch_size": 1536, "ppo.device": "cpu"}
 
 
 def value(cfg: Config, dotted: str):
-    section, key = dotted.split(".")
-    return getattr(getattr(cfg, section), key)
+    cur = cfg
+    for part in dotted.split("."):
+        cur = getattr(cur, part)
+    return cur
 
 
 def test_cpu_machine_gets_todays_defaults(tmp_path):
@@ -149,6 +151,9 @@ def test_cpu_machine_gets_todays_defaults(tmp_path):
 def test_gpu_machine_gets_the_gpu_profile_without_a_config_file(tmp_path):
     cfg = load(None, tmp_path, gpu=GPU)
     assert GPU_PROFILE["env.n_envs"] == 4096 and GPU_PROFILE["ppo.batch_size"] == 24576
+    # exp10 (docs/TRAINING_LOG.md): the reward share that walks at 4096 robots; seed 004's term kept
+    assert (cfg.reward.tracking_lin_vel, cfg.reward.height.weight, cfg.env.random_episode_start) == (6.0, 1.0, True)
+    assert (Config().reward.tracking_lin_vel, Config().reward.height.weight) == (2.0, 2.5)  # CPU: unchanged
     assert {k: value(cfg, k) for k in GPU_PROFILE} == GPU_PROFILE
     assert cfg.ppo.batch_size == cfg.ppo.n_steps * cfg.env.n_envs // 4  # 4 minibatches, as rsl_rl
     assert cfg.to_dict()["env"]["n_envs"] == 4096  # the stored (manifest) config is the resolved one
@@ -162,7 +167,8 @@ def test_explicit_keys_win_over_the_gpu_profile(tmp_path):
     cfg = load(None, tmp_path, gpu=GPU)
     assert (cfg.env.n_envs, cfg.ppo.device, cfg.ppo.batch_size) == (512, "cpu", 24576)
     prof = profile_of(cfg)
-    assert prof.explicit == ["env.n_envs", "ppo.device"] and prof.applied == {"ppo.batch_size": 24576}
+    assert prof.explicit == ["env.n_envs", "ppo.device"]
+    assert prof.applied == {k: v for k, v in GPU_PROFILE.items() if k not in prof.explicit}
     # an explicit key equal to the CPU default still wins (set, not "left at the default")
     (tmp_path / CONFIG_FILENAME).write_text("[env]\nn_envs = 256\n")
     assert load(None, tmp_path, gpu=GPU).env.n_envs == 256
