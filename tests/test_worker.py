@@ -303,7 +303,7 @@ def test_the_worker_alone_decides_its_chunk(tmp_path):
     w._decide_chunk(2, 999)
     assert w.chunk == 4  # below the timestep limit
     w._decide_chunk(2, 1000)  # the newest chunk reached [chunk] max_timesteps
-    assert w.chunk is None and not w._complete(2, 999) and w._complete(2, 1000)
+    assert w.chunk is None and w._limit_reached(2, 999) == "" and w._limit_reached(2, 1000) == "max_timesteps 1,000 (1,000 trained)"
 
 
 # ---------------------------------------------------------------- the scenario, order-independent

@@ -241,9 +241,10 @@ def run_trial(spec: dict[str, Any], stop: threading.Event, poll_s: float = POLL_
             _book(path, book, timesteps=ts, elapsed_s=round(elapsed, 1))
             last_book = time.monotonic()
         stop.wait(poll_s)
-    if reason is None and budget.spent(timesteps_trained(rd), 0.0) == "timesteps":
+    ts = timesteps_trained(rd)
+    if reason is None and budget.timesteps and ts >= budget.timesteps:
         reason = "timesteps"  # the run ended itself at [chunk] max_timesteps = the budget
-    return _book(path, book, **_outcome(rd, reason, rc), timesteps=timesteps_trained(rd), rc=rc,
+    return _book(path, book, **_outcome(rd, reason, rc), timesteps=ts, rc=rc,
                  elapsed_s=round(elapsed0 + time.monotonic() - t0, 1), supervisor_pid=None,
                  trial_state=(read_json(rd.state) or {}).get("state"))
 

@@ -388,32 +388,33 @@ class Worker:
         venv = self._start_up()
         model = self._resume(venv)
         if self.chunk is None:
-            c = self.cfg.chunk
-            limit = (f"max_episodes {c.max_episodes}" if c.max_episodes and self.prev_milestone >= c.max_episodes
-                     else f"max_timesteps {c.max_timesteps:,} ({int(self.base['timesteps']):,} trained)")
-            log.info("run complete: chunk %d reached %s", self.prev_milestone, limit)
+            log.info("run complete: chunk %d reached %s", self.prev_milestone,
+                     self._limit_reached(self.prev_milestone, int(self.base["timesteps"])))
             return self._exit(exitcodes.RUN_COMPLETE)
         self._prepare(model, venv)
         train_s = self._train()
         if self.stop_requested and self.episodes < self.target_episodes:
             return self._exit(exitcodes.STOPPED)
         self._finish_chunk(venv, train_s)
-        if self._complete(self.chunk, int(self.model.num_timesteps)):
+        if self._limit_reached(self.chunk, int(self.model.num_timesteps)):
             return self._exit(exitcodes.RUN_COMPLETE)
         return self._exit(exitcodes.CHUNK_DONE)
 
-    def _complete(self, milestone: int, timesteps: int) -> bool:
-        """Whether a run whose newest chunk is ``milestone`` (``timesteps`` trained) is done:
-        ``[chunk] max_episodes`` or ``max_timesteps`` reached (0 = that limit is off)."""
+    def _limit_reached(self, milestone: int, timesteps: int) -> str:
+        """The limit a run whose newest chunk is ``milestone`` (``timesteps`` trained) has reached
+        — ``[chunk] max_episodes`` or ``max_timesteps``, as the log names it — else "" (0 = off)."""
         c = self.cfg.chunk
-        return bool(c.max_episodes and milestone >= c.max_episodes) or \
-            bool(c.max_timesteps and timesteps >= c.max_timesteps)
+        if c.max_episodes and milestone >= c.max_episodes:
+            return f"max_episodes {c.max_episodes}"
+        if c.max_timesteps and timesteps >= c.max_timesteps:
+            return f"max_timesteps {c.max_timesteps:,} ({timesteps:,} trained)"
+        return ""
 
     def _decide_chunk(self, prev_milestone: int, prev_timesteps: int = 0) -> None:
         """Build on chunk ``prev_milestone`` (0: none; ``prev_timesteps`` trained): train towards
         the next milestone, or nothing (``chunk`` None) when the run is already complete."""
         self.prev_milestone = prev_milestone
-        done = prev_milestone > 0 and self._complete(prev_milestone, prev_timesteps)
+        done = prev_milestone > 0 and bool(self._limit_reached(prev_milestone, prev_timesteps))
         self.chunk = None if done else prev_milestone + self.cfg.chunk.episodes
 
     def _start_up(self):
