@@ -386,15 +386,43 @@ class CommandConfig(_Section):
     heading: bool = True
     heading_gain: float = Field(0.5, ge=0)
     resample_steps: int = Field(200, ge=1)
+    # Command curriculum (training only; docs/ENV.md "Command curriculum"). The ranges drawn from
+    # start at the curriculum_*_start ones (forward walking) and widen linearly towards the *_range
+    # ones: at level L in [0, 1] each end is start + L * (full - start). Every
+    # curriculum_window_steps env steps the level rises by curriculum_step when the robots told to
+    # move made at least curriculum_threshold of their commanded speed along the command in that
+    # window (all robots, stochastic policy). The level is kept in every checkpoint manifest and
+    # chunk record. false = the full ranges from the first step.
+    curriculum: bool = True
+    curriculum_vx_start: list[float] = Field(default_factory=lambda: [0.3, 0.7])
+    curriculum_vy_start: list[float] = Field(default_factory=lambda: [0.0, 0.0])
+    curriculum_yaw_start: list[float] = Field(default_factory=lambda: [0.0, 0.0])
+    curriculum_threshold: float = Field(0.4, gt=0.0, le=1.0)
+    curriculum_step: float = Field(0.05, gt=0.0, le=1.0)
+    curriculum_window_steps: int = Field(400, ge=1)
 
     @model_validator(mode="after")
     def _check_ranges(self) -> "CommandConfig":
-        for name in ("vx_range", "vy_range", "yaw_range"):
+        for name in ("vx_range", "vy_range", "yaw_range", "curriculum_vx_start", "curriculum_vy_start",
+                     "curriculum_yaw_start"):
             _check_pair(name, getattr(self, name))
-        for name, lim in (("vx_range", 3.0), ("vy_range", 3.0), ("yaw_range", 6.0)):
+        for name, lim in (("vx_range", 3.0), ("vy_range", 3.0), ("yaw_range", 6.0), ("curriculum_vx_start", 3.0),
+                          ("curriculum_vy_start", 3.0), ("curriculum_yaw_start", 6.0)):
             if max(abs(x) for x in getattr(self, name)) > lim:
                 raise ValueError(f"{name} must lie within +-{lim:g}")
         return self
+
+    def start_level(self) -> float:
+        """The curriculum level of a fresh run: 0 (the start ranges), or 1 without a curriculum."""
+        return 0.0 if self.curriculum else 1.0
+
+    def ranges_at(self, level: float) -> tuple[list[float], list[float], list[float]]:
+        """(vx, vy, yaw) ranges drawn from at curriculum ``level`` (clipped to [0, 1]; always the
+        full ranges without a curriculum)."""
+        lv = 1.0 if not self.curriculum else min(1.0, max(0.0, float(level)))
+        pairs = ((self.curriculum_vx_start, self.vx_range), (self.curriculum_vy_start, self.vy_range),
+                 (self.curriculum_yaw_start, self.yaw_range))
+        return tuple([round(s + lv * (f - s), 6) for s, f in zip(start, full)] for start, full in pairs)  # type: ignore[return-value]
 
 
 # [env] keys replaced by [command] (issue 13): a config file naming one gets a one-line error

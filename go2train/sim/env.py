@@ -254,6 +254,11 @@ class Go2Env:
         self.heading_target = torch.zeros((n,), device=dev, dtype=f)  # commanded heading, rad
         self.standing = torch.zeros((n,), device=dev, dtype=torch.bool)  # drew the stand-still command
         self.fixed_commands: torch.Tensor | None = None  # (n, 3): eval/video, no resampling
+        # Command curriculum ([command] curriculum_*): the level, and this window's sums over the
+        # robots told to move of the commanded speed and the speed along the command.
+        self.command_level = self.cfg.command.start_level()
+        self.level_sums = torch.zeros((2,), device=dev, dtype=f)
+        self.level_steps = 0
         # per-episode tracking sums (chunk records): steps told to move (|cmd_xy| > MOVE_EPS),
         # commanded speed and speed along the command on those steps, |cmd_xy - v_xy|, |yaw - w_z|,
         # steps told to stand still
@@ -350,8 +355,9 @@ class Go2Env:
         else:
             c = self.cfg.command
             u = torch.rand((len(idx), 4), generator=self.gen, device=self.device)
-            lo = torch.tensor([c.vx_range[0], c.vy_range[0], c.yaw_range[0]], device=self.device)
-            hi = torch.tensor([c.vx_range[1], c.vy_range[1], c.yaw_range[1]], device=self.device)
+            ranges = c.ranges_at(self.command_level)
+            lo = torch.tensor([r[0] for r in ranges], device=self.device)
+            hi = torch.tensor([r[1] for r in ranges], device=self.device)
             cmd = lo + (hi - lo) * u[:, :3]
             cmd = cmd * (u[:, 3:] >= c.standing_share)  # standing_share of draws: (0, 0, 0)
         self.commands[idx] = cmd
@@ -413,6 +419,31 @@ class Go2Env:
         t[:, 3] += torch.norm(cmd - v, dim=1)
         t[:, 4] += (self.yaw_command - self.base_ang_vel[:, 2]).abs()
         t[:, 5] += self.standing
+        self._curriculum_step(speed * moving, along * moving)
+
+    def set_command_level(self, level: float) -> None:
+        """Set the curriculum level (a resumed run's, from its checkpoint manifest); 1 without a
+        curriculum. Starts a new window. Takes effect at the next draw."""
+        self.command_level = min(1.0, max(0.0, float(level))) if self.cfg.command.curriculum else 1.0
+        self.level_sums.zero_()
+        self.level_steps = 0
+
+    def _curriculum_step(self, cmd_speed: torch.Tensor, along: torch.Tensor) -> None:
+        """Add this step to the curriculum window; at its end raise the level by ``curriculum_step``
+        when the speed along the command reached ``curriculum_threshold`` of the commanded speed.
+        Training only (fixed commands: eval and video never change the level)."""
+        c = self.cfg.command
+        if not c.curriculum or self.command_level >= 1.0 or self.fixed_commands is not None:
+            return
+        self.level_sums += torch.stack([cmd_speed.sum(), along.sum()])
+        self.level_steps += 1
+        if self.level_steps < c.curriculum_window_steps:
+            return
+        commanded, achieved = self.level_sums.tolist()
+        self.level_sums.zero_()
+        self.level_steps = 0
+        if commanded > 0 and achieved >= c.curriculum_threshold * commanded:
+            self.command_level = min(1.0, round(self.command_level + c.curriculum_step, 6))
 
     # ------------------------------------------------------------------ reset
     def reset_idx(self, idx: torch.Tensor, defer_slow: bool = False) -> None:

@@ -46,7 +46,7 @@ from typing import Any
 
 from go2train.config import Config, ConfigError, load, overrides_of, profile_of
 from go2train.run import checkpoint, exitcodes
-from go2train.run.files import append_jsonl, atomic_write_json, read_json
+from go2train.run.files import append_jsonl, atomic_write_json, num, read_json
 from go2train.run.layout import PHASES, STARTUP_PHASES, RunDir, chunk_name
 from go2train.train.failpoints import Failpoints
 from go2train.train.gpumem import GpuMemProbe, torch_peak_reserved_mb, torch_reserved_mb
@@ -313,6 +313,7 @@ class Worker:
             "lr": model.current_lr(),
             "monitor_bytes": self.rd.monitor_csv.stat().st_size if self.rd.monitor_csv.exists() else 0,
             "chunk_stats": self.stats.to_dict(),
+            "command_level": self.env.command_level,  # [command] curriculum: resumed from here
             "chunk_started": self.chunk_started,
             "wall": {
                 "startup_s": self.startup_s,
@@ -355,6 +356,7 @@ class Worker:
         r = self.rollout_stats
         for tag, v in rollout_scalars(r.summary(), r.n, self.episodes, self.n_envs).items():
             self.model.logger.record(tag, v)
+        self.model.logger.record("go2/command_level", self.env.command_level)
         self.rollout_stats = ChunkStats()
 
     def on_safe_point(self) -> None:
@@ -500,6 +502,7 @@ class Worker:
         seed = cfg.ppo.seed + self.chunk
         model.set_random_seed(seed)
         self.env.seed(seed)
+        self.env.set_command_level(command_level_of(src, cfg))
         model._last_obs = None  # start fresh episodes in this process
         self.model = model
         model.on_safe_point = self.on_safe_point
@@ -594,8 +597,7 @@ class Worker:
             "peak_gpu_mb": self._peak_gpu_mb(),
             "peak_torch_reserved_mb": torch_peak_reserved_mb(),
             "profile": self.profile,
-            "command": {"vx_range": cmd.vx_range, "vy_range": cmd.vy_range,
-                        "yaw_range": cmd.yaw_range, "standing_share": cmd.standing_share},
+            "command": command_record(cmd, self.env.command_level),
             "n_envs": self.n_envs,
             "invalid_resets": venv.invalid_resets,
             "lr": self.model.current_lr(),
@@ -655,6 +657,24 @@ class Worker:
             return go2env_cls(self.cfg)
         finally:
             gs.Scene.build = orig
+
+
+def command_level_of(manifest: dict[str, Any] | None, cfg: Config) -> float:
+    """The curriculum level to train on: a fresh run's start level, else the checkpoint's
+    ``command_level`` (a checkpoint from before the curriculum trained on the full ranges: 1)."""
+    if manifest is None:
+        return cfg.command.start_level()
+    level = num(manifest.get("command_level"))
+    return 1.0 if level is None else level
+
+
+def command_record(cmd, level: float) -> dict[str, Any]:
+    """The chunk record's ``command``: the configured ranges, the curriculum level at the chunk's
+    end and the ranges drawn from at that level (``drawn``)."""
+    vx, vy, yaw = cmd.ranges_at(level)
+    return {"vx_range": cmd.vx_range, "vy_range": cmd.vy_range, "yaw_range": cmd.yaw_range,
+            "standing_share": cmd.standing_share, "curriculum": cmd.curriculum, "level": level,
+            "drawn": {"vx_range": vx, "vy_range": vy, "yaw_range": yaw}}
 
 
 def resume_point_applies(rm: dict[str, Any], base: dict[str, Any] | None, prev_milestone: int) -> bool:

@@ -126,8 +126,11 @@ def describe_command(c: Any) -> str:
         return f"±{hi:.2f}" if lo == -hi else f"{lo:+.2f}…{hi:+.2f}"
 
     share = num(c.get("standing_share"))
-    return (f"vx {rng(c.get('vx_range'))} vy {rng(c.get('vy_range'))} m/s, yaw {rng(c.get('yaw_range'))} rad/s"
-            + (f", stand {share:.0%}" if share else ""))
+    level, drawn = num(c.get("level")), c.get("drawn")
+    src = drawn if isinstance(drawn, dict) and level is not None and level < 1 else c  # the curriculum's
+    return (f"vx {rng(src.get('vx_range'))} vy {rng(src.get('vy_range'))} m/s, yaw {rng(src.get('yaw_range'))} rad/s"
+            + (f", stand {share:.0%}" if share else "")
+            + (f" (curriculum level {level:.2f})" if src is drawn else ""))
 
 
 def _warnings(snap: dict) -> Panel | None:
