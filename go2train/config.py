@@ -453,6 +453,7 @@ def _migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
         cmd.setdefault("vy_range", [float(env.get("command_vy", 0.0))] * 2)
         cmd.setdefault("yaw_range", [float(env.get("command_yaw", 0.0))] * 2)
         cmd.setdefault("standing_share", 0.0)
+        cmd.setdefault("curriculum", False)  # it trained on that one command from the first step
         for old, new in (("heading_command", "heading"), ("heading_gain", "heading_gain"),
                          ("resample_command_steps", "resample_steps")):
             if old in env:

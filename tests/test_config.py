@@ -65,6 +65,8 @@ def test_run_dir_file_is_used_and_config_flag_wins(tmp_path):
         ("[env]\nresample_command_steps = 9\n", "[env] resample_command_steps was replaced by [command] resample_steps"),
         ("[command]\nvx_range = [1.0, -1.0]\n", "vx_range must be [low, high]"),
         ("[command]\nstanding_share = 1.5\n", "[command] standing_share"),
+        ("[command]\ncurriculum_vx_start = [0.7, 0.3]\n", "curriculum_vx_start must be [low, high]"),
+        ("[command]\ncurriculum_threshold = 0\n", "[command] curriculum_threshold"),
         # issue 15: [log]
         ("[log]\ntensorboard = 'yes'\n", "[log] tensorboard"),
         ("[log]\nwandb = true\ntensorboard = false\n", "[log] wandb = true needs tensorboard = true"),
@@ -100,6 +102,7 @@ def test_command_section_defaults_and_old_stored_configs_migrate():
     assert m.env.n_envs == 8
     assert (m.command.vx_range, m.command.vy_range, m.command.yaw_range) == ([0.5, 0.5], [0.0, 0.0], [0.0, 0.0])
     assert (m.command.standing_share, m.command.heading, m.command.heading_gain, m.command.resample_steps) == (0.0, False, 0.3, 50)
+    assert not m.command.curriculum and m.command.ranges_at(0.0)[0] == [0.5, 0.5]  # its one command, always
     assert "command_vx" in old["env"]  # the caller's dict is untouched
     with pytest.raises(ConfigError, match=r"^f.toml: \[env\] command_vy was replaced by \[command\] vy_range"):
         from_dict({"env": {"command_vy": 0.1}}, "f.toml")
@@ -360,3 +363,18 @@ def test_the_files_own_error_comes_before_the_set_items(tmp_path):
     (tmp_path / "go2train.toml").write_text("[ppo]\nbogus = 1\n")
     with pytest.raises(ConfigError, match=r"go2train.toml: \[ppo\] bogus: unknown key"):
         load(None, tmp_path, overrides=["ppo.learning_rate=1e-3"])
+
+
+def test_command_curriculum_ranges_widen_linearly_from_the_start_ranges():
+    """[command] curriculum: level 0 draws forward walking only, level 1 the full ranges, each end
+    linear in between; without a curriculum the full ranges at any level."""
+    from go2train.config import from_dict
+
+    c = Config().command
+    assert c.curriculum and c.start_level() == 0.0
+    assert c.ranges_at(0.0) == ([0.3, 0.7], [0.0, 0.0], [0.0, 0.0])
+    assert c.ranges_at(0.5) == ([-0.35, 0.85], [-0.25, 0.25], [-0.5, 0.5])
+    assert c.ranges_at(1.0) == ([-1.0, 1.0], [-0.5, 0.5], [-1.0, 1.0]) == c.ranges_at(7.0)
+    assert c.ranges_at(-1.0) == c.ranges_at(0.0)
+    off = from_dict({"command": {"curriculum": False}}).command
+    assert off.start_level() == 1.0 and off.ranges_at(0.0) == ([-1.0, 1.0], [-0.5, 0.5], [-1.0, 1.0])

@@ -347,3 +347,49 @@ def test_heading_mode_turns_the_commanded_heading_at_the_yaw_rate():
     want = torch.clip(env.yaw_command + 0.5 * (env.heading_target - yaw), -1.0, 1.0)
     assert env.commands[:, 2].tolist() == pytest.approx(want.tolist(), abs=1e-4)
     assert float(env.commands[0, 2]) > 0.8  # behind the commanded heading: turn faster
+
+
+def test_command_curriculum_widens_only_when_the_robots_move_along_the_command():
+    """[command] curriculum on a real scene: robots that stand through a window leave the level at 0;
+    robots whose bases move at the commanded velocity (driven through Genesis, as a push is) raise it
+    by curriculum_step per window, and the next draws come from the wider ranges. Fixed commands
+    (eval, video) never move it; set_command_level (a resume) clamps it to [0, 1]."""
+    from go2train.config import from_dict
+    from go2train.sim.env import Go2Env
+
+    cfg = from_dict({"env": {"n_envs": 8, "episode_steps": 400},
+                     "command": {"curriculum_vx_start": [0.5, 0.5], "standing_share": 0.0, "heading": False,
+                                 "curriculum_window_steps": 5, "curriculum_step": 0.25, "curriculum_threshold": 0.5},
+                     "domain_rand": {"enabled": False, "action_latency_steps": [0, 0]}})
+    env = Go2Env(cfg)
+    env.reset()
+    assert env.command_level == 0.0 and env.commands[:, 0].tolist() == [0.5] * 8
+    assert env.commands[:, 1:].abs().max() == 0
+    zeros = torch.zeros(8, 12)
+    for _ in range(5):  # standing: no progress along the command
+        env.step(zeros)
+    assert env.command_level == 0.0
+
+    def drive(steps: int) -> None:
+        for _ in range(steps):
+            vel = env.robot.get_dofs_velocity(env.base_lin_dofs)
+            vel[:, :2] = env.commands[:, :2]  # heading 0 and no yaw: the world frame is the command's
+            env.robot.set_dofs_velocity(vel, env.base_lin_dofs)
+            env.step(zeros)
+
+    drive(4)
+    assert env.command_level == 0.0  # the window is not over yet
+    drive(1)
+    assert env.command_level == 0.25
+    env.reset()  # new draws from the level's ranges: vx in [0.125, 0.625], vy in +-0.125, yaw in +-0.25
+    lo, hi = torch.tensor([0.125, -0.125, -0.25]), torch.tensor([0.625, 0.125, 0.25])
+    assert ((env.commands >= lo - 1e-6) & (env.commands <= hi + 1e-6)).all()
+    assert env.commands[:, 1].abs().max() > 0 and env.yaw_command.abs().max() > 0
+
+    env.set_command(0.5)  # eval: fixed commands, the level stays
+    env.set_command_level(0.25)
+    drive(10)
+    assert env.command_level == 0.25
+    env.set_command_level(3.0)
+    assert env.command_level == 1.0
+    env.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from go2train.run import checkpoint, exitcodes
-from go2train.run.files import read_json
+from go2train.run.files import atomic_write_json, read_json
 from go2train.run.layout import RunDir
 
 pytestmark = [pytest.mark.genesis, pytest.mark.slow]
@@ -90,9 +90,13 @@ def step_01_first_chunk(run, tmp_path):
     assert set(metrics["reward_terms"]) >= {"height", "tracking_lin_vel", "action_rate"}
     assert 0.0 <= metrics["fall_rate"] <= 1.0 and metrics["peak_rss_mb"] > 100
     # issue 13: tracking by what was commanded (docs/CONTRACTS.md)
+    # the command curriculum's first level: forward walking only (its window of 400 steps is longer
+    # than this tiny chunk, so the level cannot move)
     assert metrics["command"] == {"vx_range": [-1.0, 1.0], "vy_range": [-0.5, 0.5], "yaw_range": [-1.0, 1.0],
-                                  "standing_share": 0.1} and "command_vx" not in metrics
-    assert 0.1 < metrics["command_speed_mean"] <= math.hypot(1.0, 0.5)  # over steps told to move
+                                  "standing_share": 0.1, "curriculum": True, "level": 0.0,
+                                  "drawn": {"vx_range": [0.3, 0.7], "vy_range": [0.0, 0.0], "yaw_range": [0.0, 0.0]}}
+    assert "command_vx" not in metrics and m["command_level"] == 0.0
+    assert 0.3 - 1e-6 <= metrics["command_speed_mean"] <= 0.7 + 1e-6  # over steps told to move
     assert abs(metrics["speed_along_command_mean"]) < 1.0
     assert metrics["tracking_error_lin_mean"] >= 0 and metrics["tracking_error_yaw_mean"] >= 0
     assert 0.0 <= metrics["standing_share"] <= 1.0
@@ -112,6 +116,9 @@ def step_02_crash_mid_save_keeps_previous_checkpoint(run, tmp_path):
 
 def step_03_second_chunk_resumes_exactly(run, tmp_path):
     before = load_model(run, "chunk_000002")
+    # as if chunk 2 had widened the command curriculum: the next chunk must continue from there
+    mpath = run.models / "chunk_000002.json"
+    atomic_write_json(mpath, {**read_json(mpath), "command_level": 0.35})
     p = run_worker(run.root)
     assert p.returncode == exitcodes.CHUNK_DONE, p.stderr[-2000:]
     assert "removed temp files of an interrupted save" in run.worker_log.read_text()
@@ -121,7 +128,10 @@ def step_03_second_chunk_resumes_exactly(run, tmp_path):
     # timesteps continue; the chunk trained on its own episodes only
     assert after.num_timesteps > before.num_timesteps == m2["timesteps"]
     assert m4["episodes_total"] >= m2["episodes_total"] + 8
-    assert read_json(run.chunk_metrics(4))["resumed_from"] == "chunk_000002"
+    rec4 = read_json(run.chunk_metrics(4))
+    assert rec4["resumed_from"] == "chunk_000002"
+    assert m4["command_level"] == rec4["command"]["level"] == 0.35  # the curriculum resumed, not restarted
+    assert rec4["command"]["drawn"]["vx_range"] == [-0.155, 0.805] and 0.0 < rec4["command_speed_mean"] <= math.hypot(0.805, 0.175)
     # optimizer state and VecNormalize statistics continue
     assert adam_step(after) > adam_step(before)
     assert load_vecnorm_count(run, "chunk_000004") > load_vecnorm_count(run, "chunk_000002")
@@ -162,7 +172,7 @@ def step_03b_tensorboard_one_run_without_the_crashed_workers_steps(run, tmp_path
     t2, t4 = m2["timesteps"], m4["timesteps"]
     tb = tb_scalars(run.tensorboard)
     want = {"go2/forward_speed", "go2/speed_along_command", "go2/fall_rate", "go2/episode_reward",
-            "go2/tracking_error_lin", "go2/tracking_error_yaw", "train/learning_rate", "time/fps",
+            "go2/tracking_error_lin", "go2/tracking_error_yaw", "go2/command_level", "train/learning_rate", "time/fps",
             "chunk/reward_mean", "chunk/fall_rate", "chunk/speed_along_command_mean", "chunk/steps_per_s"}
     want |= {f"go2/reward/{t}" for t in TERMS} | {f"chunk/reward/{t}" for t in ("height", "tracking_lin_vel")}
     assert want <= set(tb), sorted(want - set(tb))
