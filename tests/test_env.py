@@ -24,7 +24,7 @@ def env():
     cfg.domain_rand = DomainRandConfig.off(1)  # the env before randomisation (tests/test_domain_rand.py: with it)
     # the command before issue 13: 0.5 m/s forward for every robot (the tests below rely on it)
     cfg.command.vx_range, cfg.command.vy_range, cfg.command.yaw_range = [0.5, 0.5], [0.0, 0.0], [0.0, 0.0]
-    cfg.command.standing_share = 0.0
+    cfg.command.standing_share, cfg.command.curriculum = 0.0, False
     return Go2Env(cfg)
 
 
@@ -290,6 +290,7 @@ def test_commands_respect_ranges_standing_share_and_resample_schedule():
     cfg.env.episode_steps = 25
     cfg.command.resample_steps = 10
     cfg.command.heading = False  # the yaw slot is then the drawn yaw rate, constant between draws
+    cfg.command.curriculum = False  # the full ranges from the first draw
     c = cfg.command
     assert (c.vx_range, c.vy_range, c.yaw_range, c.standing_share) == ([-1.0, 1.0], [-0.5, 0.5], [-1.0, 1.0], 0.1)
     env = Go2Env(cfg)

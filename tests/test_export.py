@@ -40,7 +40,7 @@ def _config() -> Config:
     e.n_envs, e.episode_steps, e.backend = N, 30, "cpu"
     cfg.command.vx_range = [0.2, 0.8]  # robots get different commands
     cfg.command.vy_range = [0.3, 0.3]  # a non-zero lateral command: its scale is checked too
-    cfg.command.standing_share = 0.0
+    cfg.command.standing_share, cfg.command.curriculum = 0.0, False
     cfg.domain_rand = DomainRandConfig.off(1)  # the observations are rebuilt exactly from state below
     e.obs_scale_dof_pos = 1.1  # every part's scale differs from 1 somewhere: a missing scale is caught
     p = cfg.ppo
