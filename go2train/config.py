@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -401,13 +401,15 @@ class CommandConfig(_Section):
     curriculum_step: float = Field(0.05, gt=0.0, le=1.0)
     curriculum_window_steps: int = Field(400, ge=1)
 
+    # every range key and the largest magnitude it may hold (m/s, m/s, rad/s)
+    LIMITS: ClassVar[dict[str, float]] = {"vx_range": 3.0, "vy_range": 3.0, "yaw_range": 6.0,
+               "curriculum_vx_start": 3.0, "curriculum_vy_start": 3.0, "curriculum_yaw_start": 6.0}
+
     @model_validator(mode="after")
     def _check_ranges(self) -> "CommandConfig":
-        for name in ("vx_range", "vy_range", "yaw_range", "curriculum_vx_start", "curriculum_vy_start",
-                     "curriculum_yaw_start"):
+        for name in self.LIMITS:
             _check_pair(name, getattr(self, name))
-        for name, lim in (("vx_range", 3.0), ("vy_range", 3.0), ("yaw_range", 6.0), ("curriculum_vx_start", 3.0),
-                          ("curriculum_vy_start", 3.0), ("curriculum_yaw_start", 6.0)):
+        for name, lim in self.LIMITS.items():
             if max(abs(x) for x in getattr(self, name)) > lim:
                 raise ValueError(f"{name} must lie within +-{lim:g}")
         return self

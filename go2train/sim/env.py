@@ -412,14 +412,15 @@ class Go2Env:
         speed = torch.norm(cmd, dim=1)
         moving = speed > self.MOVE_EPS
         along = (v * cmd).sum(1) / speed.clamp_min(1e-6)
+        speed_moving, along_moving = speed * moving, along * moving
         t = self.episode_track
         t[:, 0] += moving
-        t[:, 1] += speed * moving
-        t[:, 2] += along * moving
+        t[:, 1] += speed_moving
+        t[:, 2] += along_moving
         t[:, 3] += torch.norm(cmd - v, dim=1)
         t[:, 4] += (self.yaw_command - self.base_ang_vel[:, 2]).abs()
         t[:, 5] += self.standing
-        self._curriculum_step(speed * moving, along * moving)
+        self._curriculum_step(speed_moving, along_moving)
 
     def set_command_level(self, level: float) -> None:
         """Set the curriculum level (a resumed run's, from its checkpoint manifest); 1 without a
