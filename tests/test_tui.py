@@ -583,3 +583,19 @@ def test_tmux_with_a_real_daemon(tmp_path):
         subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=5)
         subprocess.run([str(GO2TRAIN), "daemon", "stop", "--run-dir", str(run), "--timeout", "10"],
                        env=env, capture_output=True, timeout=30)
+
+
+def test_command_line_shows_the_curriculums_ranges_until_the_full_ones():
+    """The status screen's command line: below level 1 the ranges the chunk drew from and the level;
+    at level 1 (or a record from before the curriculum) the configured ranges."""
+    from go2train.config import Config
+    from go2train.train.worker import command_record
+    from go2train.tui.render import describe_command
+
+    cmd = Config().command
+    assert describe_command(command_record(cmd, 0.25)) == \
+        "vx -0.03…+0.78 vy ±0.12 m/s, yaw ±0.25 rad/s, stand 10% (curriculum level 0.25)"
+    full = "vx ±1.00 vy ±0.50 m/s, yaw ±1.00 rad/s, stand 10%"
+    assert describe_command(command_record(cmd, 1.0)) == full
+    assert describe_command({"vx_range": [-1.0, 1.0], "vy_range": [-0.5, 0.5], "yaw_range": [-1.0, 1.0],
+                             "standing_share": 0.1}) == full
