@@ -169,3 +169,12 @@ def height(env: Go2Env) -> torch.Tensor:
     h = env.cfg.reward.height
     z = env.base_pos[:, 2]
     return (-h.sharpness * (z - h.target).abs()).exp().masked_fill(z < h.floor, h.floor_penalty)
+
+
+@term(weight=0.0, clock=True)
+def swing_clearance(env: Go2Env) -> torch.Tensor:
+    """Mean over the clock's swing feet of min(clearance / swing_height, 1): pays foot height in swing, capped; only while moving."""
+    stance, _ = env.trot_schedule()
+    swing = (~stance).float()
+    paid = (env.foot_clearance() / env.cfg.reward.swing_height).clamp(0.0, 1.0)
+    return (paid * swing).sum(dim=1) / swing.sum(dim=1).clamp_min(1.0) * moving(env)
