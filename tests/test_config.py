@@ -318,7 +318,7 @@ def test_reward_table_config_defaults_and_functions_agree():
     for n, t in TERMS.items():
         assert getattr(rewards, n) is t.fn
         assert len(t.fn.__doc__.strip().splitlines()) == 1, n  # one line: what the term is
-    assert [n for n, t in TERMS.items() if t.clock] == ["gait_contact", "feet_swing_height"]
+    assert [n for n, t in TERMS.items() if t.clock] == ["gait_contact", "feet_swing_height", "swing_clearance"]
     doc = (Path(__file__).parents[1] / "docs" / "ENV.md").read_text()
     rows = dict(re.findall(r"^\| `(\w+)` \|.*\| ([−-]?[\d.]+)[^|]*\|$", doc, re.M))
     assert rows and set(rows) <= set(TERMS)  # a documented term exists (a new one: add its row)

@@ -269,14 +269,24 @@ def test_trot_clock_terms_pay_a_diagonal_step_not_a_stand():
     assert rewards.gait_contact(env).tolist() == pytest.approx([0.5, 0.5])
     h = cfg.reward.swing_height
     assert rewards.feet_swing_height(env).tolist() == pytest.approx([2 * h**2] * 2, abs=2 * 0.01 * h + 1e-4)
+    assert rewards.swing_clearance(env).abs().max() < 0.01 / h  # feet down in swing: (almost) nothing paid
     # Robot 0 lifts its FR foot: the clearance sees it, the other feet stay down.
     peak = torch.full((2, 4), -1.0)
+    paid = torch.zeros(2)
     for _ in range(20):
         a = torch.zeros(2, 12)
         a[0, 1], a[0, 2] = 2.0, 3.0
         env.step(a)
-        peak = torch.maximum(peak, env.foot_clearance())
+        clear = env.foot_clearance()
+        peak = torch.maximum(peak, clear)
+        stance, _ = env.trot_schedule()
+        # swing_clearance pays the swing feet's clearance up to swing_height: FR counts while the
+        # clock has it in swing, a lifted stance foot earns nothing.
+        expect = ((clear / h).clamp(0, 1) * ~stance).sum(1) / 2
+        assert rewards.swing_clearance(env).tolist() == pytest.approx(expect.tolist(), abs=1e-5)
+        paid = torch.maximum(paid, rewards.swing_clearance(env))
     assert peak[0, 0] > 0.03 and peak[1].abs().max() < 0.01, peak
+    assert paid[0] > 0.15 and paid[1] < 0.1, paid  # FR lifted in its swing: paid; robot 1 stands
 
 
 def test_commands_respect_ranges_standing_share_and_resample_schedule():
