@@ -283,8 +283,9 @@ def test_trot_clock_terms_pay_a_diagonal_step_not_a_stand():
         # swing_clearance pays the swing feet's clearance up to swing_height: FR counts while the
         # clock has it in swing, a lifted stance foot earns nothing.
         expect = ((clear / h).clamp(0, 1) * ~stance).sum(1) / 2
-        assert rewards.swing_clearance(env).tolist() == pytest.approx(expect.tolist(), abs=1e-5)
-        paid = torch.maximum(paid, rewards.swing_clearance(env))
+        got = rewards.swing_clearance(env)
+        assert got.tolist() == pytest.approx(expect.tolist(), abs=1e-5)
+        paid = torch.maximum(paid, got)
     assert peak[0, 0] > 0.03 and peak[1].abs().max() < 0.01, peak
     assert paid[0] > 0.15 and paid[1] < 0.1, paid  # FR lifted in its swing: paid; robot 1 stands
 
