@@ -230,6 +230,11 @@ class EnvConfig(_Section):
     kp: float = Field(robot.KP, gt=0)
     kd: float = Field(robot.KD, ge=0)
     action_scale: float = Field(0.25, gt=0)
+    # The one action bound: the policy's action space is [-clip_actions, clip_actions] (SB3 and the
+    # rollout clip samples there) and the env clips to it, so a joint target may sit up to
+    # clip_actions x action_scale rad from the default pose. 100 = Genesis's and legged_gym's (no
+    # bound in practice; the joint limits and torque limits bound the motion). Before issue 13's
+    # exp15 the action space was [-1, 1] whatever this said: +-0.25 rad, which capped the gait.
     clip_actions: float = Field(100.0, gt=0)
     base_init_height: float = Field(robot.BASE_INIT_HEIGHT, gt=0)
     default_hip: float = robot.DEFAULT_HIP

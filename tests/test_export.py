@@ -43,6 +43,7 @@ def _config() -> Config:
     cfg.command.standing_share, cfg.command.curriculum = 0.0, False
     cfg.domain_rand = DomainRandConfig.off(1)  # the observations are rebuilt exactly from state below
     e.obs_scale_dof_pos = 1.1  # every part's scale differs from 1 somewhere: a missing scale is caught
+    e.clip_actions = 1.5  # the action space's bound (default 100): the exported clip is exercised
     p = cfg.ppo
     p.n_steps, p.batch_size, p.net_arch = 8, 16, [32, 32]
     p.ortho_init = False  # PyTorch's init: actions of order 1 (SB3's orthogonal init outputs ~0.01)
@@ -185,7 +186,7 @@ def test_export_matches_sb3_policy(ckpt, exported):
     assert np.abs(_sb3(model, vn, vn.normalize_obs(x)) - want).max() > 100 * TOL  # normalised twice
     raw, _ = model.predict(x, deterministic=True)  # not normalised
     assert np.abs(raw - want).max() > 100 * TOL
-    assert np.abs(want).max() > 0.2 and (np.abs(want) >= 1.0).any()  # live actions, the clip reached
+    assert np.abs(want).max() > 0.2 and (np.abs(want) == 1.5).any()  # live actions, the clip reached
 
 
 def test_policy_json_describes_the_export(ckpt, exported):
@@ -207,7 +208,7 @@ def test_policy_json_describes_the_export(ckpt, exported):
     c = doc["control"]
     assert (c["dt_s"], c["substeps"], c["action_latency_steps"]) == (cfg.env.dt, cfg.env.substeps, [1, 1])
     assert doc["gait_clock"]["period_steps"] == cfg.env.gait_period_steps
-    assert (doc["output"]["low"], doc["output"]["high"]) == (-1.0, 1.0)
+    assert (doc["output"]["low"], doc["output"]["high"]) == (-1.5, 1.5)  # the action space = +-clip_actions
     assert doc["check"]["observations"] >= 100 and max(doc["check"]["max_abs_diff"].values()) <= TOL
     from go2train import __version__
 

@@ -37,7 +37,8 @@ class Go2VecEnv(VecEnv):
         self.env = env
         self.random_start = random_start  # reset() desynchronises the robots' episode clocks
         obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(env.num_obs,), dtype=np.float32)
-        act_space = gym.spaces.Box(-1.0, 1.0, shape=(env.num_actions,), dtype=np.float32)
+        bound = float(env.cfg.env.clip_actions)  # the one action bound: SB3 clips its samples to the space
+        act_space = gym.spaces.Box(-bound, bound, shape=(env.num_actions,), dtype=np.float32)
         super().__init__(env.n_envs, obs_space, act_space)
         self.t_start = time.time() if t_start is None else t_start
         self._actions: torch.Tensor | None = None

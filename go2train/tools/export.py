@@ -7,8 +7,9 @@
   Input ``obs``: float32 ``(batch, num_obs)``, the RAW observation exactly as
   ``Go2Env._compute_obs`` builds it (before VecNormalize). Output ``action``: float32
   ``(batch, 12)``, the deterministic action (the Gaussian policy's mean) clipped to
-  ``[-1, 1]`` (the action space; SB3's ``predict`` clips there) and to ``±clip_actions`` (the
-  env's clip): the ``action`` the env stores and observes. Joint position targets are
+  the checkpoint's action space (SB3's ``predict`` clips there; ``±clip_actions`` since exp15,
+  ``[-1, 1]`` before) and to ``±clip_actions`` (the env's clip): the ``action`` the env stores
+  and observes. Joint position targets are
   ``default_dof_pos + action_scale * action`` (joint order :data:`~go2train.robot.JOINT_NAMES`).
   The VecNormalize observation statistics are baked in, computed in float64 as SB3 does:
   ``clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs)``, then float32.
@@ -159,8 +160,8 @@ def describe(cfg: Config, manifest: dict[str, Any], norm: dict[str, Any], action
                   "meaning": "raw observation as Go2Env._compute_obs builds it (before normalisation); "
                              "layout in observation.layout"},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", 12],
-                   "meaning": "deterministic action (policy mean) clipped to [low, high]: the action space "
-                              "[-1, 1] and +-clip_actions; joint position targets = default_dof_pos + "
+                   "meaning": "deterministic action (policy mean) clipped to [low, high]: the checkpoint's "
+                              "action space and +-clip_actions; joint position targets = default_dof_pos + "
                               "action_scale * action, in joint order",
                    "low": action_bounds[0], "high": action_bounds[1],
                    "joint_targets": "default_dof_pos + action_scale * action"},

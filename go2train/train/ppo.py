@@ -200,6 +200,28 @@ class ObservationMismatch(ValueError):
         self.policy, self.expected = policy, expected
 
 
+def _check_action_bound(model_path: str, venv, manifest: dict, cfg) -> None:
+    """A ``ConfigError`` when the checkpoint's action space is not ``venv``'s (``[env] clip_actions``
+    sets the bound; checkpoints of before exp15 were trained in [-1, 1]): SB3 would refuse the load
+    and the worker would take the checkpoint for damaged."""
+    import numpy as np
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    from go2train.config import ConfigError
+
+    data, _, _ = load_from_zip_file(model_path, device="cpu", load_data=True, print_system_info=False)
+    space, want = (data or {}).get("action_space"), venv.action_space
+    if space is None or (space.shape == want.shape and np.array_equal(space.low, want.low)
+                         and np.array_equal(space.high, want.high)):
+        return
+    bound = float(np.max(space.high))
+    raise ConfigError(
+        f"checkpoint {manifest.get('name')} was trained with actions in [-{bound:g}, {bound:g}] but [env] "
+        f"clip_actions = {cfg.env.clip_actions:g}: set [env] clip_actions = {bound:g} to resume it, or start a "
+        "new run directory"
+    )
+
+
 def load_policy(rd, manifest: dict, cfg, venv=None, *, training: bool = False, n_obs: int | None = None):
     """(ChunkedPPO, VecNormalize) of a verified checkpoint: the one loader of model + statistics.
 
@@ -210,7 +232,8 @@ def load_policy(rd, manifest: dict, cfg, venv=None, *, training: bool = False, n
     model on the CPU, no env, schedules zeroed); ``venv`` None loads the statistics without an env
     (`go2train export`). The policy's observation size is checked against ``n_obs`` (default: the
     ``venv``'s): :class:`ObservationMismatch`. A stored config whose gait-clock setting differs from
-    ``cfg``'s (another observation layout) is a ``ConfigError``. Other load failures propagate as
+    ``cfg``'s (another observation layout) is a ``ConfigError``, and so is (``training``) a checkpoint
+    whose action space is not the ``venv``'s (``[env] clip_actions``). Other load failures propagate as
     they are (the worker counts them as a damaged checkpoint; the tools word them in one line).
     """
     import pickle
@@ -240,6 +263,7 @@ def load_policy(rd, manifest: dict, cfg, venv=None, *, training: bool = False, n
     vn.norm_obs, vn.clip_obs, vn.gamma = p.normalize_obs, p.clip_obs, p.gamma
     model_path = str(checkpoint.model_path(rd, manifest, "model"))
     if training:
+        _check_action_bound(model_path, venv, manifest, cfg)
         model = ChunkedPPO.load(model_path, env=vn, device=resolve_device(p), tensorboard_log=None,
                                 **ppo_kwargs(p, venv.num_envs))
         apply_schedule(model, p)

@@ -460,6 +460,8 @@ class Worker:
                 checkpoint.verify(rd, checkpoint.RESUME)
                 model = self._load(rm, venv)
                 self.src = rm
+            except ConfigError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 dest = checkpoint.move_aside(rd, checkpoint.RESUME, f"damaged resume point: {exc}")
                 log.warning("resume point damaged (%s); moved to %s", exc, dest)
