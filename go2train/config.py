@@ -647,11 +647,25 @@ def _loc(loc: tuple) -> str:
     return out
 
 
+def _absent_terms_off(data: Any) -> Any:
+    """A stored config holds every term of its day (``Config.to_dict``): a term it lacks did not
+    exist then and did not train it, so its weight is 0 (not today's default)."""
+    if not isinstance(data, dict) or not isinstance(data.get("reward"), dict):
+        return data
+    reward = dict(data["reward"])
+    for name, t in TERMS.items():
+        if name not in reward:
+            reward[name] = {"weight": 0.0} if t.section else 0.0
+    return {**data, "reward": reward}
+
+
 def migrate_stored(data: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint manifest's stored config in today's keys: the [env] command keys of before issue
     13 become ``[command]`` (:func:`_migrate_legacy`); a config stored before ``[domain_rand]`` existed
-    trained without randomisation, with ``[env] action_latency`` (default true) = one step."""
+    trained without randomisation, with ``[env] action_latency`` (default true) = one step; a reward
+    term it lacks is off (:func:`_absent_terms_off`)."""
     data = _migrate_legacy(data)
+    data = _absent_terms_off(data)
     if not isinstance(data, dict) or not isinstance(data.get("env", {}), dict) or "domain_rand" in data:
         return data
     out = dict(data)

@@ -108,6 +108,24 @@ def test_command_section_defaults_and_old_stored_configs_migrate():
         from_dict({"env": {"command_vy": 0.1}}, "f.toml")
 
 
+def test_a_stored_config_without_a_newer_term_trained_without_it():
+    """A checkpoint's stored config holds every term of its day: one it lacks (swing_clearance, on
+    by default since exp15) did not train it and stays off, so a clock-less run of before it still
+    loads; a config file without the key gets today's default."""
+    from go2train.config import from_dict
+
+    assert Config().reward.swing_clearance == 1.0
+    stored = Config().to_dict()
+    stored["env"]["gait_period_steps"] = 0
+    stored["reward"].update(gait_contact=0.0, feet_swing_height=0.0)
+    del stored["reward"]["swing_clearance"]
+    m = from_dict(stored, "chunk_000050.json config", stored=True)
+    assert m.reward.swing_clearance == 0.0 and m.reward.height.weight == Config().reward.height.weight
+    assert "swing_clearance" not in stored["reward"]  # the caller's dict is untouched
+    with pytest.raises(ConfigError, match=r"^go2train.toml: \[reward\] swing_clearance needs a gait clock"):
+        from_dict(stored, "go2train.toml")
+
+
 def test_missing_config_file_and_run_dir(tmp_path):
     p = cli("config", "show", "--config", str(tmp_path / "nope.toml"))
     assert p.returncode == 2 and "nope.toml" in p.stderr and len(p.stderr.strip().splitlines()) == 1

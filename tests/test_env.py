@@ -252,7 +252,8 @@ def test_trot_clock_terms_pay_a_diagonal_step_not_a_stand():
     with pytest.raises(ConfigError, match=r"\[reward\] gait_contact needs a gait clock"):
         from_dict({"env": {"gait_period_steps": 0}, "reward": {"gait_contact": 0.5, "feet_swing_height": 0.0}},
                   "go2train.toml")
-    from_dict({"env": {"gait_period_steps": 0}, "reward": {"gait_contact": 0.0, "feet_swing_height": 0.0}})
+    from_dict({"env": {"gait_period_steps": 0}, "reward": {"gait_contact": 0.0, "feet_swing_height": 0.0,
+                                                           "swing_clearance": 0.0}})
     cfg = from_dict({"env": {"n_envs": 2, "gait_period_steps": 20},
                      "reward": {"feet_air_time": 0.0, "gait_contact": 1.0, "feet_swing_height": -1.0},
                      "domain_rand": {"enabled": False, "action_latency_steps": [1, 1]}})

@@ -103,7 +103,7 @@ def test_obs_layout_matches_env_observation(env):
 def test_obs_layout_without_gait_clock():
     cfg = Config()
     cfg.env.gait_period_steps = 0
-    cfg.reward.gait_contact = cfg.reward.feet_swing_height = 0.0
+    cfg.reward.gait_contact = cfg.reward.feet_swing_height = cfg.reward.swing_clearance = 0.0
     layout = obs_layout(cfg)
     assert [p["name"] for p in layout][-1] == "last_action" and layout[-1]["stop"] == 45
 

@@ -171,7 +171,7 @@ def height(env: Go2Env) -> torch.Tensor:
     return (-h.sharpness * (z - h.target).abs()).exp().masked_fill(z < h.floor, h.floor_penalty)
 
 
-@term(weight=0.0, clock=True)
+@term(weight=1.0, clock=True)
 def swing_clearance(env: Go2Env) -> torch.Tensor:
     """Mean over the clock's swing feet of min(clearance / swing_height, 1): pays foot height in swing, capped; only while moving."""
     stance, _ = env.trot_schedule()
